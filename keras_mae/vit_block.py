@@ -1,0 +1,128 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_mae")
+class ViTBlock(keras.layers.Layer):
+    """Pre-norm transformer block of ViT / MAE.
+
+    `x + Attention(LN(x))`, then `x + MLP(LN(x))`. Attention has one fused qkv
+    projection with bias (laid out q | k | v, heads split inside each, as the
+    official checkpoints), runs through `keras.ops.dot_product_attention` (fused or
+    flash kernels where the backend has them), and an output projection with bias.
+    The MLP is `dim -> mlp_ratio * dim -> dim` with exact (erf) GELU.
+
+    Args:
+        hidden_dim: int, token width.
+        num_heads: int, attention heads; must divide `hidden_dim`.
+        mlp_ratio: float, MLP width over `hidden_dim`. Defaults to 4.0.
+        layer_norm_epsilon: float. Defaults to 1e-6 (the official value).
+        drop_path_rate: float in [0, 1), stochastic depth of both residual
+            branches, applied only in training. Defaults to 0.0.
+        seed: int or None, seed of the drop-path generator.
+
+    Call arguments:
+        x: `(batch, tokens, hidden_dim)`.
+        training: bool, enables drop path.
+
+    Returns:
+        `(batch, tokens, hidden_dim)`.
+
+    Example:
+    >>> ViTBlock(hidden_dim=32, num_heads=4)(np.zeros((2, 5, 32))).shape
+    (2, 5, 32)
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        mlp_ratio=4.0,
+        layer_norm_epsilon=1e-6,
+        drop_path_rate=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hidden_dim < 1 or num_heads < 1 or hidden_dim % num_heads:
+            raise ValueError(
+                "hidden_dim must be a positive multiple of num_heads. "
+                f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
+            )
+        if mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be positive. Received: mlp_ratio={mlp_ratio}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(
+                f"drop_path_rate must be in [0, 1). Received: drop_path_rate={drop_path_rate}"
+            )
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.drop_path_rate = drop_path_rate
+        self.seed = seed
+        self.head_dim = hidden_dim // num_heads
+        self.mlp_dim = int(hidden_dim * mlp_ratio)
+
+        def dense(units, name):
+            return keras.layers.Dense(units, dtype=self.dtype_policy, name=name)
+
+        def norm(name):
+            return keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name=name
+            )
+
+        self.norm1 = norm("norm1")
+        self.qkv = dense(3 * hidden_dim, "qkv")
+        self.proj = dense(hidden_dim, "proj")
+        self.norm2 = norm("norm2")
+        self.fc1 = dense(self.mlp_dim, "fc1")
+        self.fc2 = dense(hidden_dim, "fc2")
+        if drop_path_rate > 0:
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        for layer in (self.norm1, self.qkv, self.proj, self.norm2, self.fc1):
+            layer.build(input_shape)
+        self.fc2.build((*input_shape[:-1], self.mlp_dim))
+
+    def attention(self, x):
+        tokens = x.shape[1]
+        qkv = self.qkv(x)  # (B, N, 3D)
+        qkv = ops.reshape(qkv, (-1, tokens, 3, self.num_heads, self.head_dim))
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, hd) each
+        out = ops.dot_product_attention(q, k, v)  # (B, N, heads, hd)
+        out = ops.reshape(out, (-1, tokens, self.hidden_dim))  # (B, N, D)
+        return self.proj(out)
+
+    def mlp(self, x):
+        return self.fc2(ops.gelu(self.fc1(x), approximate=False))
+
+    def drop_path(self, x, training):
+        if not training or self.drop_path_rate == 0:
+            return x
+        keep = 1.0 - self.drop_path_rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype)
+        return x * ops.cast(draw < keep, x.dtype) / keep
+
+    def call(self, x, training=None):
+        x = x + self.drop_path(self.attention(self.norm1(x)), training)
+        return x + self.drop_path(self.mlp(self.norm2(x)), training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads,
+                "mlp_ratio": self.mlp_ratio,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "drop_path_rate": self.drop_path_rate,
+                "seed": self.seed,
+            }
+        )
+        return config
