@@ -161,3 +161,19 @@ class MAEEncoder(keras.Model):
         config = {k: v for k, v in config.items() if k in keys}
         config.update(overrides)
         return cls(**config)
+
+    @classmethod
+    def from_official_checkpoint(cls, path, preset=None, **overrides):
+        """An encoder with the weights of an official or Hugging Face checkpoint.
+
+        Takes encoder-only files (`mae_pretrain_vit_*.pth`; reading it needs
+        torch) and full ones (decoder entries ignored). See
+        `keras_mae.convert.load_encoder` for the arguments.
+
+        Example:
+        >>> encoder = MAEEncoder.from_official_checkpoint(
+        ...     "mae_pretrain_vit_base.pth", preset="mae_vit_base_patch16")
+        """
+        from keras_mae.convert import load_encoder
+
+        return load_encoder(path, preset=preset, cls=cls, **overrides)

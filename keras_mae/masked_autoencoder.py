@@ -279,3 +279,20 @@ class MaskedAutoencoder(keras.Model):
         config = preset_config(name)
         config.update(overrides)
         return cls(**config)
+
+    @classmethod
+    def from_official_checkpoint(cls, path, preset=None, **overrides):
+        """A MAE with the weights of a full official or Hugging Face checkpoint.
+
+        Takes an official `{"model": state_dict}` torch file with encoder and
+        decoder (`mae_visualize_vit_*.pth`; reading it needs torch) or a Hugging
+        Face `ViTMAEForPreTraining` `save_pretrained` directory. See
+        `keras_mae.convert.load_masked_autoencoder` for the arguments.
+
+        Example:
+        >>> mae = MaskedAutoencoder.from_official_checkpoint(
+        ...     "mae_visualize_vit_base.pth", preset="mae_vit_base_patch16")
+        """
+        from keras_mae.convert import load_masked_autoencoder
+
+        return load_masked_autoencoder(path, preset=preset, cls=cls, **overrides)
