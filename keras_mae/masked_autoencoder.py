@@ -1,6 +1,13 @@
 import keras
 from keras import ops
 
+try:  # Keras' own hook: divides by the tf.distribute replica count (no-op elsewhere)
+    from keras.src.losses.loss import scale_loss_for_distribution
+except ImportError:  # pragma: no cover
+
+    def scale_loss_for_distribution(loss):
+        return loss
+
 from keras_mae.mae_decoder import MAEDecoder
 from keras_mae.mae_encoder import MAEEncoder
 from keras_mae.mae_encoder import dtype_config
@@ -204,7 +211,9 @@ class MaskedAutoencoder(keras.Model):
         loss = masked_patch_loss(self.target_patches(images), y_pred["pred"], y_pred["mask"])
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(l, "float32") for l in self.losses]))
-        return loss
+        # Under tf.distribute each replica's gradients are summed: scale the loss
+        # as Keras losses do, so the update equals one device's.
+        return scale_loss_for_distribution(loss)
 
     def reconstruct(self, images, noise=None):
         """Pictures of what the model sees and what it fills in.

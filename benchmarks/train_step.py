@@ -1,0 +1,372 @@
+"""Time the MAE training step of keras_mae on each backend next to Hugging Face.
+
+One training step is forward + backward + AdamW (betas 0.9/0.95, weight decay
+0.05) on a fixed batch, mask ratio 0.75. keras_mae runs its own `fit` (the
+step Keras compiles for the backend: XLA under JAX and TensorFlow, eager under
+PyTorch); Hugging Face `ViTMAEForPreTraining` (sdpa attention) runs a plain
+torch loop with `torch.optim.AdamW` on the same architecture and batch. Each
+implementation runs in its own subprocess, one after the other, and the whole
+round is repeated, so ratios are taken between numbers measured minutes apart
+on the same machine.
+
+Configurations:
+    cpu: preset `mae_vit_tiny_patch4` (32x32, patch 4, 192-d x 12 blocks, 3
+        heads, decoder 128-d x 4), batch 128, float32.
+    gpu: preset `mae_vit_base_patch16` (ViT-B/16 at 224, decoder 512-d x 8),
+        batch 256, bf16 (`mixed_bfloat16` policy; torch autocast for HF),
+        norm_pix_loss.
+
+Usage:
+    python benchmarks/train_step.py --config cpu --repeats 3
+    python benchmarks/train_step.py --config gpu --impls jax torch hf --repeats 2
+
+Prints one JSON line per measurement and then a markdown table with images/s
+(median over repeats), the ratio to Hugging Face (median of the per-round
+ratios), TFLOP/s from the analytic count (`training_flops_per_image`) and the
+peak memory (process peak RSS on the CPU, device peak on a GPU).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "cpu": {
+        "preset": "mae_vit_tiny_patch4",
+        "batch_size": 128,
+        "precision": "float32",
+        "norm_pix_loss": False,
+    },
+    "gpu": {
+        "preset": "mae_vit_base_patch16",
+        "batch_size": 256,
+        "precision": "bfloat16",
+        "norm_pix_loss": True,
+    },
+}
+BACKENDS = ("jax", "tensorflow", "torch")
+MASK_RATIO = 0.75
+
+
+def preset_architecture(name):
+    # Read the preset table without importing keras (the driver stays light).
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from keras_mae.presets import preset_config
+
+    config = preset_config(name)
+    config.setdefault("mlp_ratio", 4.0)
+    return config
+
+
+def training_flops_per_image(config, mask_ratio=MASK_RATIO):
+    """Matmul FLOPs (2 per multiply-add, attention included) of one training image.
+
+    As REFERENCE.md counts them: the patch projection runs on every patch, the
+    encoder on the `int(L * (1 - mask_ratio))` visible patches + cls, the
+    decoder on all `1 + L` tokens (its head included); training = 3 x forward.
+    Gives 58.7 GFLOP for ViT-B/16 at 224.
+    """
+    height, width, channels = config["image_shape"]
+    p = config["patch_size"]
+    num_patches = (height // p) * (width // p)
+    patch_dim = p * p * channels
+    ratio = config["mlp_ratio"]
+
+    def blocks(depth, tokens, dim):
+        linear = 2 * tokens * dim * dim * (3 + 1 + 2 * ratio)  # qkv, proj, fc1, fc2
+        attention = 2 * 2 * tokens * tokens * dim  # q @ k and weights @ v
+        return depth * (linear + attention)
+
+    dim, dec_dim = config["hidden_dim"], config["decoder_hidden_dim"]
+    encoder_tokens = 1 + int(num_patches * (1 - mask_ratio))
+    decoder_tokens = 1 + num_patches
+    forward = (
+        2 * num_patches * patch_dim * dim
+        + blocks(config["num_layers"], encoder_tokens, dim)
+        + 2 * encoder_tokens * dim * dec_dim
+        + blocks(config["decoder_num_layers"], decoder_tokens, dec_dim)
+        + 2 * decoder_tokens * dec_dim * patch_dim
+    )
+    return 3 * forward
+
+
+def peak_host_memory_gib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+
+
+# --------------------------------------------------------------------------- keras
+
+
+def run_keras(args, config):
+    import keras
+    import numpy as np
+
+    import keras_mae
+
+    backend = keras.backend.backend()
+    gpu = on_gpu(backend)
+    if config["precision"] == "bfloat16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    mae = keras_mae.MaskedAutoencoder.from_preset(
+        config["preset"], norm_pix_loss=config["norm_pix_loss"], mask_ratio=MASK_RATIO
+    )
+    mae.compile(
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=1.5e-4, beta_1=0.9, beta_2=0.95, weight_decay=0.05
+        ),
+        jit_compile=args.jit_compile,
+    )
+    batch = config["batch_size"]
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((batch, *mae.image_shape), dtype="float32")
+    # One epoch = `steps` steps over the same batch, so each epoch is one window.
+    data = np.concatenate([images] * args.steps)
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.windows = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            # `logs` holds the loss as a Python float: the step queue has drained.
+            self.windows.append(time.perf_counter() - self.start)
+            self.loss = logs["loss"]
+
+    timer = Timer()
+    # The first epoch compiles and warms up; the others are timed.
+    mae.fit(
+        data, batch_size=batch, epochs=1 + args.windows, shuffle=False, verbose=0,
+        callbacks=[timer],
+    )
+    return {
+        "impl": backend,
+        "windows_s": timer.windows[1:],
+        "first_window_s": timer.windows[0],
+        "loss": timer.loss,
+        "peak_gib": peak_device_memory_gib(backend) if gpu else peak_host_memory_gib(),
+        "device": device_name(backend),
+        "versions": {"keras": keras.__version__, backend: backend_version(backend)},
+    }
+
+
+def on_gpu(backend):
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def device_name(backend):
+    if backend == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind
+    if backend in ("torch", "hf"):
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "cpu"
+
+
+def backend_version(backend):
+    module = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}[backend]
+    return __import__(module).__version__
+
+
+def peak_device_memory_gib(backend):
+    if backend == "jax":
+        import jax
+
+        return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**30
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30
+    import tensorflow as tf
+
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
+
+
+# --------------------------------------------------------------------------- HF
+
+
+def run_hf(args, config):
+    import numpy as np
+    import torch
+    import transformers
+
+    arch = preset_architecture(config["preset"])
+    height, _, channels = arch["image_shape"]
+    hf_config = transformers.ViTMAEConfig(
+        image_size=height,
+        patch_size=arch["patch_size"],
+        num_channels=channels,
+        hidden_size=arch["hidden_dim"],
+        num_hidden_layers=arch["num_layers"],
+        num_attention_heads=arch["num_heads"],
+        intermediate_size=int(arch["hidden_dim"] * arch["mlp_ratio"]),
+        decoder_hidden_size=arch["decoder_hidden_dim"],
+        decoder_num_hidden_layers=arch["decoder_num_layers"],
+        decoder_num_attention_heads=arch["decoder_num_heads"],
+        decoder_intermediate_size=int(arch["decoder_hidden_dim"] * arch["mlp_ratio"]),
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+        mask_ratio=MASK_RATIO,
+        norm_pix_loss=config["norm_pix_loss"],
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    gpu = torch.cuda.is_available()
+    device = "cuda" if gpu else "cpu"
+    model = transformers.ViTMAEForPreTraining(hf_config).to(device).train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05
+    )
+    batch = config["batch_size"]
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((batch, height, height, channels), dtype="float32")
+    pixel_values = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+    autocast = torch.autocast(
+        device_type=device,
+        dtype=torch.bfloat16,
+        enabled=config["precision"] == "bfloat16",
+    )
+
+    def step():
+        with autocast:
+            loss = model(pixel_values=pixel_values).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    windows = []
+    for window in range(1 + args.windows):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+        loss = float(loss)  # waits for the queue on a GPU
+        windows.append(time.perf_counter() - start)
+    return {
+        "impl": "hf",
+        "windows_s": windows[1:],
+        "first_window_s": windows[0],
+        "loss": loss,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else peak_host_memory_gib(),
+        "device": device_name("hf"),
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def worker(args):
+    config = dict(CONFIGS[args.config])
+    if args.batch_size:
+        config["batch_size"] = args.batch_size
+    result = run_hf(args, config) if args.impl == "hf" else run_keras(args, config)
+    per_step = statistics.median(result["windows_s"]) / args.steps
+    result.update(
+        config=args.config,
+        batch_size=config["batch_size"],
+        steps_per_window=args.steps,
+        images_per_s=config["batch_size"] / per_step,
+        step_ms=1000 * per_step,
+    )
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_one(args, impl):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if impl != "hf":
+        env["KERAS_BACKEND"] = impl
+    command = [
+        sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl,
+        "--config", args.config, "--steps", str(args.steps),
+        "--windows", str(args.windows), "--jit-compile", args.jit_compile,
+    ]
+    if args.batch_size:
+        command += ["--batch-size", str(args.batch_size)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+    raise RuntimeError(f"{impl} benchmark failed with exit code {done.returncode}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
+    parser.add_argument("--impls", nargs="+", default=["hf", *BACKENDS],
+                        help="hf and/or Keras backends; each runs in its own process")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all impls")
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
+    parser.add_argument("--windows", type=int, default=3, help="timed windows per run")
+    parser.add_argument("--batch-size", type=int, default=0, help="override the config")
+    parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+        return worker(args)
+
+    rounds = []
+    for _ in range(args.repeats):
+        results = {}
+        for impl in args.impls:
+            results[impl] = run_one(args, impl)
+            print(json.dumps(results[impl]), flush=True)
+        rounds.append(results)
+    print_table(args, rounds)
+
+
+def print_table(args, rounds):
+    config = dict(CONFIGS[args.config])
+    arch = preset_architecture(config["preset"])
+    flops = training_flops_per_image(arch)
+    print(f"\nconfig {args.config}: {config['preset']}, batch "
+          f"{args.batch_size or config['batch_size']}, {config['precision']}, "
+          f"{flops / 1e9:.3f} GFLOP per training image, {len(rounds)} round(s), "
+          f"device {rounds[0][args.impls[0]]['device']}")
+    print("| implementation | images/s (median) | all rounds | ratio to HF | TFLOP/s "
+          "| peak GiB |")
+    print("|---|---|---|---|---|---|")
+    for impl in args.impls:
+        speeds = [r[impl]["images_per_s"] for r in rounds]
+        speed = statistics.median(speeds)
+        if "hf" in args.impls:
+            ratio = f"{statistics.median(r[impl]['images_per_s'] / r['hf']['images_per_s'] for r in rounds):.2f}"
+        else:
+            ratio = "-"
+        name = "HF ViTMAEForPreTraining (torch)" if impl == "hf" else f"keras_mae ({impl})"
+        peak = max(r[impl]["peak_gib"] for r in rounds)
+        print(f"| {name} | {speed:.1f} | {', '.join(f'{s:.1f}' for s in speeds)} | {ratio} "
+              f"| {speed * flops / 1e12:.3f} | {peak:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
