@@ -11,5 +11,6 @@ pulls a second framework in:
 - `keras_mae.distribute.torch_ddp`: a `DistributedDataParallel` training loop
   for the torch backend, launched by `torchrun`, data sharded per rank.
 
-See `docs/distribution.md` for commands.
+Each module's docstring gives the launch command; `examples/pretrain.py --distribution`
+selects one.
 """
