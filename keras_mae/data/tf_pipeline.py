@@ -1,0 +1,544 @@
+"""Input pipelines built on `tf.data` (the one backend-specific module of keras_mae.data).
+
+`tf.data` feeds `fit` under every Keras backend (TensorFlow, JAX, PyTorch); all
+augmentation here is written with TensorFlow ops so it runs inside the
+pipeline's graph, in parallel with training, whichever backend trains.
+
+Sources (`load_source`):
+    "digits"          scikit-learn's bundled 8x8 digits (offline).
+    "tfds:NAME"       a tensorflow-datasets data set prepared under `data_dir`.
+    "folder:PATH"     the ImageFolder layout `PATH/<split>/<class>/*.jpg|png`.
+    numpy arrays      `ArraySource(images, labels)`.
+
+Training streams (`train_dataset`) are a pure function of `(seed, epoch, position)`:
+the order of each epoch and every random crop and flip are drawn with stateless
+ops from those numbers, so a run resumed at epoch k sees exactly the batches an
+uninterrupted run would have seen (for in-memory and folder sources).
+"""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+EVAL_SPLITS = ("test", "val", "validation")
+
+
+@dataclasses.dataclass
+class ArraySource:
+    """Images held in memory.
+
+    Args:
+        images: `(N, H, W, C)` uint8 in [0, 255] or float in [0, 1].
+        labels: `(N,)` ints, or None.
+        class_names: optional list of class names.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray = None
+    class_names: list = None
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images)
+        if self.images.ndim == 3:
+            self.images = self.images[..., None]
+        if self.images.ndim != 4:
+            raise ValueError(
+                "images must have shape (N, H, W, C) or (N, H, W). "
+                f"Received shape {self.images.shape}"
+            )
+        if self.labels is None:
+            self.labels = np.zeros(len(self.images), "int64")
+        self.labels = np.asarray(self.labels).astype("int64")
+        if len(self.labels) != len(self.images):
+            raise ValueError(
+                f"{len(self.images)} images but {len(self.labels)} labels."
+            )
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def channels(self):
+        return self.images.shape[-1]
+
+    @property
+    def num_classes(self):
+        if self.class_names:
+            return len(self.class_names)
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def load(self, index):
+        images = self.images
+        if images.dtype == np.uint8:
+            table = tf.constant(images)
+            return tf.cast(tf.gather(table, index), tf.float32) / 255.0
+        return tf.gather(tf.constant(images.astype("float32")), index)
+
+    def label(self, index):
+        return tf.gather(tf.constant(self.labels), index)
+
+
+@dataclasses.dataclass
+class FolderSource:
+    """Image files listed by class folder (`<split dir>/<class>/<file>`)."""
+
+    paths: list
+    labels: np.ndarray
+    class_names: list
+    channels: int
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def load(self, index):
+        data = tf.io.read_file(tf.gather(tf.constant(self.paths), index))
+        image = tf.io.decode_image(data, channels=self.channels, expand_animations=False)
+        image.set_shape([None, None, self.channels])
+        return tf.cast(image, tf.float32) / 255.0
+
+    def label(self, index):
+        return tf.gather(tf.constant(self.labels), index)
+
+
+@dataclasses.dataclass
+class TFDSSource:
+    """A prepared tensorflow-datasets split, streamed (not held in memory)."""
+
+    dataset: tf.data.Dataset
+    num_examples: int
+    class_names: list
+    channels: int
+    image_key: str
+    label_key: str
+
+    def __len__(self):
+        return self.num_examples
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def load_source(dataset, split="train", data_dir=None, channels=None):
+    """Load a named image source.
+
+    Args:
+        dataset: `"digits"`, `"tfds:NAME"` or `"folder:PATH"`.
+        split: `"train"` or `"test"` (for folders, `"test"` falls back to `val`
+            or `validation`; for tfds, to `validation`).
+        data_dir: tensorflow-datasets data directory (tfds only).
+        channels: force 1 or 3 channels when decoding files; by default the
+            first image of the folder decides.
+
+    Returns:
+        An `ArraySource`, `FolderSource` or `TFDSSource` (all have `len()`,
+        `num_classes`, `channels`, `class_names`).
+    """
+    if dataset == "digits":
+        from keras_mae.datasets import load_digits
+
+        train, test = load_digits()
+        images, labels = train if split == "train" else test
+        return ArraySource(images, labels, [str(i) for i in range(10)])
+    if dataset.startswith("folder:"):
+        return load_folder(dataset[len("folder:"):], split, channels)
+    if dataset.startswith("tfds:"):
+        return load_tfds(dataset[len("tfds:"):], split, data_dir)
+    raise ValueError(
+        f"unknown dataset {dataset!r}: expected 'digits', 'tfds:NAME' "
+        "(e.g. tfds:cifar10) or 'folder:PATH' (PATH/train/<class>/*.jpg)."
+    )
+
+
+def find_split_dir(root, split):
+    candidates = (split,) if split == "train" else (split,) + EVAL_SPLITS
+    for name in candidates:
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            return path
+    raise FileNotFoundError(
+        f"no {' or '.join(repr(c) for c in dict.fromkeys(candidates))} folder in {root!r}: "
+        "expected the layout PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg "
+        "(or PATH/val/...)."
+    )
+
+
+def load_folder(root, split="train", channels=None):
+    """Image files in `root/<split>/<class>/`, classes sorted by name."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"folder {root!r} does not exist.")
+    split_dir = find_split_dir(root, split)
+    class_names = sorted(
+        d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))
+    )
+    if split != "train":
+        # Use the training split's class list so that label ids agree.
+        try:
+            train_dir = find_split_dir(root, "train")
+            class_names = sorted(
+                d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d))
+            )
+        except FileNotFoundError:
+            pass
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        folder = os.path.join(split_dir, name)
+        if not os.path.isdir(folder):
+            continue
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        paths += [os.path.join(folder, f) for f in files]
+        labels += [label] * len(files)
+    if not paths:
+        raise FileNotFoundError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders under {split_dir!r}."
+        )
+    if channels is None:
+        first = tf.io.decode_image(tf.io.read_file(paths[0]), expand_animations=False)
+        channels = 1 if first.shape[-1] == 1 else 3
+    return FolderSource(paths, np.asarray(labels, "int64"), class_names, channels)
+
+
+def load_tfds(name, split="train", data_dir=None):
+    """A tensorflow-datasets split that is already prepared locally.
+
+    Fails at once with a clear message when it is not (tensorflow-datasets would
+    otherwise try to download it, retrying for minutes when offline).
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(
+            "tfds:NAME sources need tensorflow-datasets: "
+            "pip install tensorflow-datasets importlib_resources"
+        ) from error
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+    except Exception as error:  # unknown names raise several error types
+        raise ValueError(f"tensorflow-datasets has no data set {name!r}: {error}") from error
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"tensorflow-datasets data set {name!r} is not prepared under "
+            f"{builder.data_dir!r} and nothing is downloaded here. Prepare it where "
+            f"there is network (`tfds build {name}` or "
+            f"`tfds.builder({name!r}).download_and_prepare()`) and pass --data-dir, "
+            "or use --dataset folder:PATH."
+        )
+    splits = builder.info.splits
+    if split not in splits:
+        fallback = [s for s in EVAL_SPLITS if s in splits] if split != "train" else []
+        if not fallback:
+            raise ValueError(f"{name!r} has no split {split!r}; it has {sorted(splits)}.")
+        split = fallback[0]
+    features = builder.info.features
+    image_key = "image" if "image" in features else next(
+        k for k, f in features.items() if isinstance(f, tfds.features.Image)
+    )
+    label_key = "label" if "label" in features else None
+    class_names = features[label_key].names if label_key else []
+    channels = features[image_key].shape[-1] or 3
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    return TFDSSource(
+        dataset, splits[split].num_examples, class_names, channels, image_key, label_key
+    )
+
+
+def materialize(source):
+    """Decode a `FolderSource` of equally sized images once into an `ArraySource`.
+
+    Small data sets (CIFAR-sized) then skip JPEG decoding every epoch, which
+    leaves the CPU to training. Images are kept as uint8.
+    """
+    if isinstance(source, ArraySource):
+        return source
+    if not isinstance(source, FolderSource):
+        raise ValueError("materialize takes a FolderSource or an ArraySource.")
+    stream = tf.data.Dataset.range(len(source)).map(
+        lambda i: tf.cast(tf.round(source.load(i) * 255.0), tf.uint8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    try:
+        images = np.concatenate(list(stream.batch(1024).as_numpy_iterator()), 0)
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(
+            "materialize needs images of one size; this folder mixes sizes. "
+            "Use the folder source directly (it crops each image on the fly)."
+        ) from error
+    return ArraySource(images, source.labels, source.class_names)
+
+
+# === Augmentation (TensorFlow ops, usable inside tf.data under every backend) ===
+
+
+def random_resized_crop_box(height, width, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """The crop box of torchvision's RandomResizedCrop, drawn statelessly.
+
+    Ten tries of an area in `scale` (a fraction of the image) and a log-uniform
+    aspect ratio in `ratio`; the first box that fits wins; if none does, the
+    centre crop with the ratio clamped into range (torchvision's fallback).
+
+    Returns:
+        `(top, left, crop_height, crop_width)` int32 scalars.
+    """
+    tries = 10
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    area = h * w
+    draws = tf.random.stateless_uniform([4, tries], seed=seed)
+    target_area = area * (scale[0] + (scale[1] - scale[0]) * draws[0])
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[1]
+    aspect = tf.exp(log_ratio)
+    crop_w = tf.round(tf.sqrt(target_area * aspect))
+    crop_h = tf.round(tf.sqrt(target_area / aspect))
+    fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= w) & (crop_h <= h)
+    top = tf.floor(draws[2] * (h - crop_h + 1))
+    left = tf.floor(draws[3] * (w - crop_w + 1))
+
+    # Fallback: the centre crop, aspect ratio clamped to `ratio`.
+    in_ratio = w / h
+    fb_w = tf.where(in_ratio < ratio[0], w, tf.where(in_ratio > ratio[1], tf.round(h * ratio[1]), w))
+    fb_h = tf.where(in_ratio < ratio[0], tf.round(w / ratio[0]), h)
+    fb_top = tf.floor((h - fb_h) / 2)
+    fb_left = tf.floor((w - fb_w) / 2)
+
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    any_fits = tf.reduce_any(fits)
+    box = tf.where(
+        any_fits,
+        tf.stack([top[first], left[first], crop_h[first], crop_w[first]]),
+        tf.stack([fb_top, fb_left, fb_h, fb_w]),
+    )
+    return tuple(tf.unstack(tf.cast(box, tf.int32)))
+
+
+def random_resized_crop(image, size, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3),
+                        interpolation="bicubic"):
+    """RandomResizedCrop of one image `(H, W, C)` to `size` `(h, w)`, stateless.
+
+    Bicubic by default (the official recipe); values are clipped to the input
+    range [0, 1] because bicubic overshoots.
+    """
+    shape = tf.shape(image)
+    top, left, crop_h, crop_w = random_resized_crop_box(shape[0], shape[1], seed, scale, ratio)
+    crop = tf.slice(image, [top, left, 0], [crop_h, crop_w, -1])
+    out = tf.image.resize(crop, size, method=interpolation, antialias=False)
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def resize_center_crop(image, size, crop_fraction=0.875, interpolation="bicubic"):
+    """Evaluation transform: resize the shorter side to `size / crop_fraction`, centre crop.
+
+    `crop_fraction=0.875` is the ImageNet convention (256 -> 224); 1.0 resizes
+    straight to the crop size's shorter side.
+    """
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    target = tf.cast(tf.reduce_max(size), tf.float32) / crop_fraction
+    factor = target / tf.reduce_min(shape)
+    new = tf.cast(tf.math.ceil(shape * factor - 1e-3), tf.int32)
+    new = tf.maximum(new, tf.constant(size, tf.int32))
+    image = tf.image.resize(image, new, method=interpolation)
+    top = (new[0] - size[0]) // 2
+    left = (new[1] - size[1]) // 2
+    image = tf.slice(image, [top, left, 0], [size[0], size[1], -1])
+    image.set_shape([size[0], size[1], None])
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def default_mean_std(channels):
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (0.5,) * channels, (0.5,) * channels
+
+
+def normalize(image, mean, std):
+    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def denormalize(images, mean, std):
+    """Map normalised numpy images back to [0, 1] (for pictures)."""
+    return np.clip(np.asarray(images) * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
+
+
+def size_pair(image_size):
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    return tuple(int(s) for s in image_size[:2])
+
+
+# === Pipelines ===
+
+
+def train_dataset(
+    source,
+    image_size,
+    batch_size,
+    epochs=1,
+    initial_epoch=0,
+    seed=0,
+    scale=(0.2, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    flip=True,
+    mean=None,
+    std=None,
+    with_labels=False,
+    one_hot=None,
+    batch_transform=None,
+    image_transform=None,
+):
+    """The training stream: shuffled, RandomResizedCrop + flip, normalised, batched.
+
+    The stream holds the batches of epochs `initial_epoch .. epochs - 1` back to
+    back (`steps_per_epoch` each, the last incomplete batch of an epoch dropped,
+    as the official pre-training); pass `steps_per_epoch`, `epochs` and
+    `initial_epoch` to `fit` as well. Epoch e's order and augmentation depend
+    only on `(seed, e)`, so resuming gives the batches an uninterrupted run gets.
+
+    Args:
+        source: from `load_source`, or an `ArraySource`.
+        image_size: int or `(height, width)` of the crops.
+        batch_size: int.
+        epochs, initial_epoch: ints, as for `fit`.
+        seed: int.
+        scale: area range of RandomResizedCrop (0.2-1 for MAE pre-training,
+            0.08-1 for fine-tuning and linear probing).
+        ratio: aspect-ratio range. Defaults to (3/4, 4/3).
+        flip: bool, random horizontal flips.
+        mean, std: normalisation; default ImageNet's for RGB, 0.5 for grey.
+        with_labels: yield `(images, labels)` instead of images.
+        one_hot: int number of classes: labels become one-hot float vectors.
+        image_transform: optional `fn(image in [0,1], seed) -> image`, before
+            normalisation (e.g. RandAugment).
+        batch_transform: optional `fn(images, labels) -> (images, labels)` on
+            normalised batches (e.g. mixup / cutmix / random erasing).
+
+    Returns:
+        `(dataset, steps_per_epoch)`.
+    """
+    size = size_pair(image_size)
+    count = len(source)
+    steps = count // batch_size
+    if steps < 1:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {count} training images."
+        )
+    if mean is None or std is None:
+        mean, std = default_mean_std(source.channels)
+    per_epoch = steps * batch_size
+    flip_seed_offset = 1 << 40
+
+    def augment(image, element):
+        element_seed = tf.stack([tf.constant(seed, tf.int64), element])
+        image = random_resized_crop(image, size, element_seed, scale, ratio)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(
+                image, tf.stack([tf.constant(seed, tf.int64), element + flip_seed_offset])
+            )
+        if image_transform is not None:
+            image = image_transform(image, element_seed)
+        return normalize(image, mean, std)
+
+    def finish(image, label):
+        if one_hot:
+            label = tf.one_hot(label, one_hot)
+        return (image, label) if with_labels else image
+
+    if isinstance(source, TFDSSource):
+        # Streamed: a seeded shuffle buffer, reshuffled each epoch. Resuming keeps
+        # weights, optimizer and schedule; the data order after resume differs.
+        def decode(example, element):
+            image = tf.cast(example[source.image_key], tf.float32) / 255.0
+            label = example[source.label_key] if source.label_key else tf.constant(0, tf.int64)
+            return finish(augment(image, element), tf.cast(label, tf.int64))
+
+        stream = (
+            source.dataset.shuffle(10_000, seed=seed + initial_epoch)
+            .repeat()
+            .take(per_epoch * max(epochs - initial_epoch, 0))
+        )
+        stream = tf.data.Dataset.zip(
+            (stream, tf.data.Dataset.range(initial_epoch * per_epoch, epochs * per_epoch))
+        )
+        stream = stream.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        def element_fn(element):
+            epoch = element // per_epoch
+            position = element % per_epoch
+            index = tf.random.experimental.index_shuffle(
+                position, tf.stack([tf.constant(seed, tf.int64), epoch]), count - 1
+            )
+            return finish(augment(source.load(index), element), source.label(index))
+
+        stream = tf.data.Dataset.range(initial_epoch * per_epoch, epochs * per_epoch)
+        stream = stream.map(element_fn, num_parallel_calls=tf.data.AUTOTUNE)
+    stream = stream.batch(batch_size, drop_remainder=True)
+    if batch_transform is not None:
+        stream = stream.map(batch_transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return stream.prefetch(tf.data.AUTOTUNE), steps
+
+
+def eval_dataset(source, image_size, batch_size, crop_fraction=1.0, mean=None, std=None,
+                 with_labels=True, interpolation="bicubic"):
+    """The evaluation stream: in order, resize + centre crop, normalised, batched.
+
+    Args:
+        crop_fraction: float in (0, 1]; 0.875 is the ImageNet 256 -> 224
+            convention, 1.0 (the default) keeps the whole image (small images).
+    """
+    size = size_pair(image_size)
+    if mean is None or std is None:
+        mean, std = default_mean_std(source.channels)
+
+    def prepare(image, label):
+        image = normalize(resize_center_crop(image, size, crop_fraction, interpolation), mean, std)
+        return (image, label) if with_labels else image
+
+    if isinstance(source, TFDSSource):
+        def decode(example):
+            image = tf.cast(example[source.image_key], tf.float32) / 255.0
+            label = example[source.label_key] if source.label_key else tf.constant(0, tf.int64)
+            return prepare(image, tf.cast(label, tf.int64))
+
+        stream = source.dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        stream = tf.data.Dataset.range(len(source)).map(
+            lambda i: prepare(source.load(i), source.label(i)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return stream.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def take_images(dataset, count):
+    """The first `count` images of a dataset of images or `(images, labels)`, as numpy."""
+    images = []
+    for batch in dataset:
+        batch = batch[0] if isinstance(batch, tuple) else batch
+        images.append(np.asarray(batch))
+        if sum(len(b) for b in images) >= count:
+            break
+    return np.concatenate(images)[:count]
+
+
+def measure_throughput(dataset, batches=50):
+    """Images per second a dataset yields (after one warm-up batch)."""
+    import time
+
+    iterator = iter(dataset)
+    next(iterator)
+    start = time.perf_counter()
+    images = 0
+    for _ in range(batches):
+        batch = next(iterator, None)
+        if batch is None:
+            break
+        batch = batch[0] if isinstance(batch, tuple) else batch
+        images += int(batch.shape[0])
+    return images / (time.perf_counter() - start)
