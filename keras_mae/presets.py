@@ -61,7 +61,9 @@ PRESETS = {
     },
     "mae_vit_micro_patch2": {
         "description": "a 64-d x 4-block MAE for 8x8 grey images (scikit-learn digits); "
-        "pre-trains in a minute on a CPU",
+        "pre-trains in minutes on a CPU. Its mask ratio is 0.5: with only 16 patches, "
+        "0.75 leaves 4 visible and the encoder learned worse features than a random one "
+        "(linear probe 0.50 vs 0.62 after 40 epochs; 0.82 at mask ratio 0.5)",
         "config": {
             "image_shape": (8, 8, 1),
             "patch_size": 2,
@@ -71,6 +73,7 @@ PRESETS = {
             "decoder_hidden_dim": 64,
             "decoder_num_layers": 2,
             "decoder_num_heads": 4,
+            "mask_ratio": 0.5,
         },
     },
 }
