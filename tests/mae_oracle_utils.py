@@ -26,11 +26,12 @@ TINY = dict(
 )
 
 
-def random_hf_model(seed=0, **overrides):
+def random_hf_model(seed=0, perturbation=0.1, **overrides):
     """A `ViTMAEForPreTraining` with every trainable parameter randomised.
 
-    LayerNorm scales/offsets and biases start at 1 / 0; perturbing them makes a
-    wrong key map (a swapped norm, a dropped bias) visible in the outputs.
+    HF's own initialisation plus `perturbation * normal` on every trainable
+    parameter: LayerNorm scales/offsets and biases start at 1 / 0, and moving
+    them makes a wrong key map (a swapped norm, a dropped bias) visible.
     """
     from transformers import ViTMAEConfig
     from transformers import ViTMAEForPreTraining
@@ -40,7 +41,7 @@ def random_hf_model(seed=0, **overrides):
     with torch.no_grad():
         for param in model.parameters():
             if param.requires_grad:
-                param.add_(0.1 * torch.randn_like(param))
+                param.add_(perturbation * torch.randn_like(param))
     return model
 
 
@@ -70,9 +71,13 @@ def images_and_noise(batch=2, size=32, channels=3, num_patches=16, seed=0):
 
 
 def hf_outputs(model, images, noise, grads=False):
-    """pred, mask, ids_restore, loss (and official-layout gradients) of a HF model."""
+    """pred, mask, ids_restore, loss (and official-layout gradients) of a HF model.
+
+    A float64 model (`model.double()`) gets float64 inputs: a reference for
+    float32 rounding."""
     model.zero_grad()
-    pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # NHWC -> NCHW
+    dtype = next(model.parameters()).dtype
+    pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(dtype)  # NCHW
     with torch.set_grad_enabled(grads):
         out = model(pixel_values=pixels, noise=torch.from_numpy(noise))
         if grads:
