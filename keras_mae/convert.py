@@ -25,6 +25,9 @@ import warnings
 
 import numpy as np
 
+from keras_mae.checkpoint_io import read_checkpoint
+from keras_mae.mae_encoder import MAEEncoder
+from keras_mae.masked_autoencoder import MaskedAutoencoder
 from keras_mae.presets import PRESETS
 from keras_mae.presets import preset_config
 
@@ -296,8 +299,6 @@ def official_assignments(state_dict, model, source="given"):
         A tuple `(pairs, notices)`: `pairs` a list of `(variable, array)`,
         `notices` a list of str (resampled tables, ignored decoder entries).
     """
-    from keras_mae.mae_encoder import MAEEncoder
-
     sd = dict(state_dict)
     if is_hf_layout(sd):
         sd = hf_to_official(sd)
@@ -383,8 +384,6 @@ def load_official_weights(model, checkpoint):
     if isinstance(checkpoint, dict):
         state_dict, source = checkpoint, "given"
     else:
-        from keras_mae.checkpoint_io import read_checkpoint
-
         state_dict, _ = read_checkpoint(checkpoint)
         source = repr(str(checkpoint))
     state_dict = {k: np.asarray(v, dtype="float32") for k, v in state_dict.items()}
@@ -474,6 +473,8 @@ def build_config(state_dict, hf_config, preset, overrides, encoder_only):
         config = config_from_hf(hf_config)
     else:
         config = infer_config(state_dict)
+    if encoder_only:
+        config = {k: v for k, v in config.items() if k in ENCODER_KWARGS}
     overrides = dict(overrides)
     if "image_size" in overrides:  # (H, W): keep the channels of the architecture
         height, width = overrides.pop("image_size")
@@ -487,8 +488,6 @@ def build_config(state_dict, hf_config, preset, overrides, encoder_only):
             "official preset has them: pass preset=... or the value(s) as keyword "
             "arguments (e.g. num_heads=12, decoder_num_heads=16)."
         )
-    if encoder_only:
-        config = {k: v for k, v in config.items() if k in ENCODER_KWARGS}
     return config
 
 
@@ -507,9 +506,6 @@ def load_masked_autoencoder(path, preset=None, cls=None, **overrides):
             `image_size=(256, 256)` (or `image_shape=(256, 256, 3)`): another
             resolution, to which the position tables are resampled.
     """
-    from keras_mae.checkpoint_io import read_checkpoint
-    from keras_mae.masked_autoencoder import MaskedAutoencoder
-
     state_dict, hf_config = read_checkpoint(path)
     config = build_config(state_dict, hf_config, preset, overrides, encoder_only=False)
     model = (cls or MaskedAutoencoder)(**config)
@@ -523,9 +519,6 @@ def load_encoder(path, preset=None, cls=None, **overrides):
     full ones (the decoder entries are then ignored, with a notice). Arguments
     as `load_masked_autoencoder`.
     """
-    from keras_mae.checkpoint_io import read_checkpoint
-    from keras_mae.mae_encoder import MAEEncoder
-
     state_dict, hf_config = read_checkpoint(path)
     config = build_config(state_dict, hf_config, preset, overrides, encoder_only=True)
     model = (cls or MAEEncoder)(**config)

@@ -5,7 +5,9 @@ A randomly initialised tiny HF model (every parameter perturbed, LayerNorm eps
 loss agree in float32 to a relative error (max|a - b| / max|b|) of 1e-5, with
 `norm_pix_loss` off and on, and so do the gradients of every trainable variable
 (each backend's own autodiff against torch's). The same weights written in the
-official layout (`{"model": state_dict}`, torch.save) give the same model.
+official layout (`{"model": state_dict}`, torch.save) give the same model, and
+agree with a plain-torch forward pass that reads the official layout directly
+(`tests/official_reference.py`).
 Runs in-process on every backend (torch is a test dependency everywhere).
 """
 
@@ -24,6 +26,7 @@ from keras_mae.convert import official_assignments  # noqa: E402
 from tests.backend_grads import outputs_loss_grads  # noqa: E402
 from tests.backend_grads import rel_err  # noqa: E402
 from tests.conftest import to_numpy  # noqa: E402
+from tests.official_reference import official_forward  # noqa: E402
 from tests import mae_oracle_utils as oracle  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -87,6 +90,16 @@ def test_matches_hugging_face(hf_model, checkpoints, source, norm_pix):
     errors = {path: rel_err(grads[path], ref_grads[path]) for path in grads}
     worst = max(errors, key=errors.get)
     assert errors[worst] <= TOLERANCE, (worst, errors[worst])
+
+    # Second oracle: a plain-torch forward on the official layout itself.
+    pred, mask, official_loss = official_forward(
+        oracle.official_state_dict(hf_model), images, noise, mask_ratio=0.75,
+        num_heads=4, decoder_num_heads=2, norm_pix_loss=norm_pix,
+    )
+    np.testing.assert_array_equal(mask, ref["mask"])
+    assert rel_err(pred, ref["pred"]) <= TOLERANCE
+    assert rel_err(out["pred"], pred) <= TOLERANCE
+    assert abs(loss - official_loss) <= TOLERANCE * abs(official_loss)
 
 
 def test_official_layout_and_hf_directory_give_the_same_model(checkpoints):
