@@ -1,6 +1,48 @@
 import keras
 from keras import ops
 
+# Pad each attention call to a multiple of this many tokens, masking the padded
+# keys (None: never). See `set_attention_padding`.
+ATTENTION_PADDING = {"multiple": None}
+
+
+def set_attention_padding(multiple):
+    """Pad attention to a multiple of `multiple` tokens in every `ViTBlock`.
+
+    cuDNN flash attention (the JAX GPU path of `keras.ops.dot_product_attention`)
+    rejects sequence lengths such as MAE's 50 encoder and 197 decoder tokens at
+    ViT-B/16; zero-padding queries, keys and values to a supported length and
+    masking the padded keys makes them eligible, and the padded rows are
+    dropped afterwards, so outputs are those of the unpadded attention. It
+    costs the extra tokens' work and is meant for GPUs with flash attention;
+    on CPUs it only slows things down. Set it before the model is traced.
+
+    Args:
+        multiple: int >= 2, or None to switch padding off (the default).
+
+    Example:
+    >>> keras_mae.vit_block.set_attention_padding(64)  # GPU + flash attention
+    """
+    if multiple is not None and (isinstance(multiple, bool) or int(multiple) != multiple
+                                 or multiple < 2):
+        raise ValueError(
+            f"multiple must be an integer >= 2 or None. Received: multiple={multiple!r}"
+        )
+    ATTENTION_PADDING["multiple"] = None if multiple is None else int(multiple)
+
+
+def padded_attention(q, k, v, multiple):
+    """`dot_product_attention` over tokens zero-padded to a multiple of `multiple`."""
+    tokens = q.shape[1]
+    padded = -(-tokens // multiple) * multiple
+    if padded == tokens:
+        return ops.dot_product_attention(q, k, v)
+    widths = ((0, 0), (0, padded - tokens), (0, 0), (0, 0))
+    q, k, v = (ops.pad(t, widths) for t in (q, k, v))  # (B, padded, heads, hd)
+    keys_valid = ops.arange(padded) < tokens
+    mask = ops.broadcast_to(keys_valid[None, None, None, :], (1, 1, padded, padded))
+    return ops.dot_product_attention(q, k, v, mask=mask)[:, :tokens]
+
 
 @keras.saving.register_keras_serializable(package="keras_mae")
 class ViTBlock(keras.layers.Layer):
@@ -90,8 +132,13 @@ class ViTBlock(keras.layers.Layer):
         tokens = x.shape[1]
         qkv = self.qkv(x)  # (B, N, 3D)
         qkv = ops.reshape(qkv, (-1, tokens, 3, self.num_heads, self.head_dim))
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, hd) each
-        out = ops.dot_product_attention(q, k, v)  # (B, N, heads, hd)
+        # One unstack rather than three slices: its gradient is a single stack,
+        # where each slice's gradient zero-fills a full qkv-sized tensor (torch).
+        q, k, v = ops.unstack(qkv, 3, axis=2)  # (B, N, heads, hd) each
+        if ATTENTION_PADDING["multiple"] and tokens is not None:
+            out = padded_attention(q, k, v, ATTENTION_PADDING["multiple"])
+        else:
+            out = ops.dot_product_attention(q, k, v)  # (B, N, heads, hd)
         out = ops.reshape(out, (-1, tokens, self.hidden_dim))  # (B, N, D)
         return self.proj(out)
 
