@@ -94,6 +94,16 @@ def training_flops_per_image(config, mask_ratio=MASK_RATIO):
     return 3 * forward
 
 
+def clocks():
+    """(wall, process CPU) seconds; CPU time counts every thread of the process."""
+    return time.perf_counter(), time.process_time()
+
+
+def elapsed(start):
+    wall, cpu = clocks()
+    return wall - start[0], cpu - start[1]
+
+
 def peak_host_memory_gib():
     import resource
 
@@ -135,11 +145,11 @@ def run_keras(args, config):
             self.windows = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
+            self.start = clocks()
 
         def on_epoch_end(self, epoch, logs=None):
             # `logs` holds the loss as a Python float: the step queue has drained.
-            self.windows.append(time.perf_counter() - self.start)
+            self.windows.append(elapsed(self.start))
             self.loss = logs["loss"]
 
     timer = Timer()
@@ -150,8 +160,9 @@ def run_keras(args, config):
     )
     return {
         "impl": backend,
-        "windows_s": timer.windows[1:],
-        "first_window_s": timer.windows[0],
+        "windows_s": [w[0] for w in timer.windows[1:]],
+        "windows_cpu_s": [w[1] for w in timer.windows[1:]],
+        "first_window_s": timer.windows[0][0],
         "loss": timer.loss,
         "peak_gib": peak_device_memory_gib(backend) if gpu else peak_host_memory_gib(),
         "device": device_name(backend),
@@ -263,15 +274,16 @@ def run_hf(args, config):
 
     windows = []
     for window in range(1 + args.windows):
-        start = time.perf_counter()
+        start = clocks()
         for _ in range(args.steps):
             loss = step()
         loss = float(loss)  # waits for the queue on a GPU
-        windows.append(time.perf_counter() - start)
+        windows.append(elapsed(start))
     return {
         "impl": "hf",
-        "windows_s": windows[1:],
-        "first_window_s": windows[0],
+        "windows_s": [w[0] for w in windows[1:]],
+        "windows_cpu_s": [w[1] for w in windows[1:]],
+        "first_window_s": windows[0][0],
         "loss": loss,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else peak_host_memory_gib(),
         "device": device_name("hf"),
@@ -288,7 +300,9 @@ def worker(args):
         config["batch_size"] = args.batch_size
     result = run_hf(args, config) if args.impl == "hf" else run_keras(args, config)
     per_step = statistics.median(result["windows_s"]) / args.steps
+    cpu_per_step = statistics.median(result["windows_cpu_s"]) / args.steps
     result.update(
+        images_per_cpu_s=config["batch_size"] / cpu_per_step,
         config=args.config,
         batch_size=config["batch_size"],
         steps_per_window=args.steps,
@@ -353,19 +367,24 @@ def print_table(args, rounds):
           f"{flops / 1e9:.3f} GFLOP per training image, {len(rounds)} round(s), "
           f"device {rounds[0][args.impls[0]]['device']}")
     print("| implementation | images/s (median) | all rounds | ratio to HF | TFLOP/s "
-          "| peak GiB |")
-    print("|---|---|---|---|---|---|")
+          "| images per CPU-s | CPU ratio to HF | peak GiB |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def median_ratio(key, impl):
+        if "hf" not in args.impls:
+            return "-"
+        ratios = [r[impl][key] / r["hf"][key] for r in rounds]
+        return f"{statistics.median(ratios):.2f}"
+
     for impl in args.impls:
         speeds = [r[impl]["images_per_s"] for r in rounds]
         speed = statistics.median(speeds)
-        if "hf" in args.impls:
-            ratio = f"{statistics.median(r[impl]['images_per_s'] / r['hf']['images_per_s'] for r in rounds):.2f}"
-        else:
-            ratio = "-"
+        cpu_speed = statistics.median(r[impl]["images_per_cpu_s"] for r in rounds)
         name = "HF ViTMAEForPreTraining (torch)" if impl == "hf" else f"keras_mae ({impl})"
         peak = max(r[impl]["peak_gib"] for r in rounds)
-        print(f"| {name} | {speed:.1f} | {', '.join(f'{s:.1f}' for s in speeds)} | {ratio} "
-              f"| {speed * flops / 1e12:.3f} | {peak:.2f} |")
+        print(f"| {name} | {speed:.1f} | {', '.join(f'{s:.1f}' for s in speeds)} "
+              f"| {median_ratio('images_per_s', impl)} | {speed * flops / 1e12:.3f} "
+              f"| {cpu_speed:.1f} | {median_ratio('images_per_cpu_s', impl)} | {peak:.2f} |")
 
 
 if __name__ == "__main__":
