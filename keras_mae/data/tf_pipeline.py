@@ -225,16 +225,8 @@ def load_tfds(name, split="train", data_dir=None):
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
     except Exception as error:  # unknown names raise several error types
         raise ValueError(f"tensorflow-datasets has no data set {name!r}: {error}") from error
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"tensorflow-datasets data set {name!r} is not prepared under "
-            f"{builder.data_dir!r} and nothing is downloaded here. Prepare it where "
-            f"there is network (`tfds build {name}` or "
-            f"`tfds.builder({name!r}).download_and_prepare()`) and pass --data-dir, "
-            "or use --dataset folder:PATH."
-        )
-    splits = builder.info.splits
-    if split not in splits:
+    splits = builder.info.splits  # empty when not prepared
+    if splits and split not in splits:
         fallback = [s for s in EVAL_SPLITS if s in splits] if split != "train" else []
         if not fallback:
             raise ValueError(f"{name!r} has no split {split!r}; it has {sorted(splits)}.")
@@ -246,10 +238,21 @@ def load_tfds(name, split="train", data_dir=None):
     label_key = "label" if "label" in features else None
     class_names = features[label_key].names if label_key else []
     channels = features[image_key].shape[-1] or 3
-    dataset = builder.as_dataset(split=split, shuffle_files=False)
-    return TFDSSource(
-        dataset, splits[split].num_examples, class_names, channels, image_key, label_key
-    )
+    try:
+        # Reads local files only (never downloads); raises when not prepared.
+        dataset = builder.as_dataset(split=split, shuffle_files=False)
+    except Exception as error:
+        raise FileNotFoundError(
+            f"tensorflow-datasets data set {name!r} is not prepared under "
+            f"{builder.data_dir!r} and nothing is downloaded here. Prepare it where "
+            f"there is network (`tfds build {name}` or "
+            f"`tfds.builder({name!r}).download_and_prepare()`) and pass --data-dir, "
+            "or use --dataset folder:PATH."
+        ) from error
+    count = int(dataset.cardinality())
+    if count < 0:
+        count = splits[split].num_examples
+    return TFDSSource(dataset, count, class_names, channels, image_key, label_key)
 
 
 def materialize(source):
@@ -331,6 +334,7 @@ def random_resized_crop(image, size, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3
     top, left, crop_h, crop_w = random_resized_crop_box(shape[0], shape[1], seed, scale, ratio)
     crop = tf.slice(image, [top, left, 0], [crop_h, crop_w, -1])
     out = tf.image.resize(crop, size, method=interpolation, antialias=False)
+    out.set_shape([size[0], size[1], image.shape[-1]])
     return tf.clip_by_value(out, 0.0, 1.0)
 
 
@@ -340,6 +344,7 @@ def resize_center_crop(image, size, crop_fraction=0.875, interpolation="bicubic"
     `crop_fraction=0.875` is the ImageNet convention (256 -> 224); 1.0 resizes
     straight to the crop size's shorter side.
     """
+    channels = image.shape[-1]
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     target = tf.cast(tf.reduce_max(size), tf.float32) / crop_fraction
     factor = target / tf.reduce_min(shape)
@@ -349,7 +354,7 @@ def resize_center_crop(image, size, crop_fraction=0.875, interpolation="bicubic"
     top = (new[0] - size[0]) // 2
     left = (new[1] - size[1]) // 2
     image = tf.slice(image, [top, left, 0], [size[0], size[1], -1])
-    image.set_shape([size[0], size[1], None])
+    image.set_shape([size[0], size[1], channels])
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
