@@ -183,3 +183,25 @@ class ReconstructionImages(keras.callbacks.Callback):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
             os.makedirs(self.directory, exist_ok=True)
             self.write(os.path.join(self.directory, f"reconstruction_epoch_{epoch + 1:04d}.png"))
+
+
+def pretraining_callbacks(output_dir, held_out_images=None, mean=None, std=None,
+                          image_every=10, tensorboard=True):
+    """The callbacks of a resumable pre-training run writing into `output_dir`.
+
+    `output_dir/checkpoint/` (every epoch; `restore_checkpoint` reads it),
+    `output_dir/reconstruction_epoch_XXXX.png` (every `image_every` epochs and
+    at the end, when `held_out_images` are given), `output_dir/logs/`
+    (TensorBoard) and a stop with a clear message on a non-finite loss.
+    """
+    callbacks = [StopOnNonFiniteLoss(), EpochCheckpoint(os.path.join(output_dir, "checkpoint"))]
+    if held_out_images is not None:
+        channels = np.shape(held_out_images)[-1]
+        mean = (0.0,) * channels if mean is None else mean
+        std = (1.0,) * channels if std is None else std
+        callbacks.append(
+            ReconstructionImages(held_out_images, output_dir, mean, std, every=image_every)
+        )
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
+    return callbacks
