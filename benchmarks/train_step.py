@@ -18,12 +18,17 @@ Configurations:
 
 Usage:
     python benchmarks/train_step.py --config cpu --repeats 3
-    python benchmarks/train_step.py --config gpu --impls jax torch hf --repeats 2
+    python benchmarks/train_step.py --config gpu --impls hf jax torch --repeats 2
+    python benchmarks/train_step.py --config gpu --impls jax --pad-attention 64
+    python benchmarks/train_step.py --config gpu --impls jax torch --repeats 1 \
+        --preset mae_vit_large_patch16 --batch-size 128
 
 Prints one JSON line per measurement and then a markdown table with images/s
 (median over repeats), the ratio to Hugging Face (median of the per-round
-ratios), TFLOP/s from the analytic count (`training_flops_per_image`) and the
-peak memory (process peak RSS on the CPU, device peak on a GPU).
+ratios), TFLOP/s from the analytic count (`training_flops_per_image`), images
+per CPU-second (process CPU time over all threads: steadier than wall time
+when other work shares the machine) with its ratio, and the peak memory
+(process peak RSS on the CPU, device peak on a GPU).
 """
 
 import argparse
@@ -123,6 +128,8 @@ def run_keras(args, config):
     gpu = on_gpu(backend)
     if config["precision"] == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
+    if args.pad_attention:
+        keras_mae.vit_block.set_attention_padding(args.pad_attention)
     keras.utils.set_random_seed(0)
     mae = keras_mae.MaskedAutoencoder.from_preset(
         config["preset"], norm_pix_loss=config["norm_pix_loss"], mask_ratio=MASK_RATIO
@@ -298,6 +305,8 @@ def worker(args):
     config = dict(CONFIGS[args.config])
     if args.batch_size:
         config["batch_size"] = args.batch_size
+    if args.preset:
+        config["preset"] = args.preset
     result = run_hf(args, config) if args.impl == "hf" else run_keras(args, config)
     per_step = statistics.median(result["windows_s"]) / args.steps
     cpu_per_step = statistics.median(result["windows_cpu_s"]) / args.steps
@@ -323,6 +332,10 @@ def run_one(args, impl):
     ]
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
+    if args.preset:
+        command += ["--preset", args.preset]
+    if args.pad_attention:
+        command += ["--pad-attention", str(args.pad_attention)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -340,6 +353,11 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per run")
     parser.add_argument("--batch-size", type=int, default=0, help="override the config")
+    parser.add_argument("--preset", default="", help="override the config's preset "
+                        "(e.g. mae_vit_large_patch16 to check that it fits in memory)")
+    parser.add_argument("--pad-attention", type=int, default=0,
+                        help="keras_mae: pad attention to a multiple of this many tokens "
+                        "(for cuDNN flash attention under JAX on a GPU; 0 = off)")
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
@@ -360,6 +378,7 @@ def main():
 
 def print_table(args, rounds):
     config = dict(CONFIGS[args.config])
+    config["preset"] = args.preset or config["preset"]
     arch = preset_architecture(config["preset"])
     flops = training_flops_per_image(arch)
     print(f"\nconfig {args.config}: {config['preset']}, batch "

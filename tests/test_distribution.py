@@ -135,3 +135,30 @@ def test_rank_batches_partition_each_global_batch():
         np.testing.assert_array_equal(parts[0][step]["noise"], -parts[0][step]["images"])
     with pytest.raises(ValueError, match="divisible"):
         next(torch_ddp.rank_batches(arrays, 7, torch_ddp.DDPContext(0, 2, 0, None)))
+
+
+def test_runner_rejects_a_distribution_of_another_backend():
+    from keras_mae.distribute import runner
+
+    other = {"jax": "mirrored", "tensorflow": "ddp", "torch": "data_parallel"}[BACKEND]
+    with pytest.raises(ValueError, match="KERAS_BACKEND="):
+        runner.start(other)
+    with pytest.raises(ValueError, match="choose one of"):
+        runner.start("horovod")
+    assert runner.start("none").is_main
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one session is enough")
+def test_benchmark_flop_count_matches_reference_table():
+    # REFERENCE.md: training GFLOP per image at 75% masking, 224 px.
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import train_step
+
+    expected = {
+        "mae_vit_base_patch16": 58.7,
+        "mae_vit_large_patch16": 124.5,
+        "mae_vit_huge_patch14": 291.4,
+    }
+    for preset, gflop in expected.items():
+        flops = train_step.training_flops_per_image(train_step.preset_architecture(preset))
+        assert round(flops / 1e9, 1) == gflop

@@ -1,0 +1,126 @@
+"""One switch for `examples/pretrain.py --distribution`: pick the backend's machinery.
+
+`start(kind)` sets the distribution up globally, before the model is built,
+so a script needs no other change than calling `run.fit(mae, ...)` instead of
+`mae.fit(...)`:
+
+| kind | backend | what runs |
+|---|---|---|
+| `none` | any | plain `fit` |
+| `data_parallel` | jax | `keras.distribution.DataParallel` over all devices |
+| `model_parallel` | jax | `keras.distribution.ModelParallel`, block kernels sharded |
+| `mirrored` | tensorflow | `tf.distribute.MirroredStrategy` |
+| `multi_worker` | tensorflow | `MultiWorkerMirroredStrategy` (`TF_CONFIG` per worker) |
+| `tpu` | tensorflow | `TPUStrategy` |
+| `ddp` | torch | `DistributedDataParallel` loop, launched by `torchrun` |
+
+Under JAX, a multi-host job (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
+`JAX_PROCESS_ID` set, or a TPU pod / SLURM) is joined first through
+`jax.distributed.initialize`.
+"""
+
+import os
+import sys
+
+import keras
+
+CHOICES = ("none", "data_parallel", "model_parallel", "mirrored", "multi_worker", "tpu", "ddp")
+BACKEND_OF = {
+    "data_parallel": "jax",
+    "model_parallel": "jax",
+    "mirrored": "tensorflow",
+    "multi_worker": "tensorflow",
+    "tpu": "tensorflow",
+    "ddp": "torch",
+}
+
+
+class DistributedRun:
+    """What `start` set up; `fit` trains, `is_main` says who writes files."""
+
+    def __init__(self, kind, context=None):
+        self.kind = kind
+        self.context = context
+
+    @property
+    def is_main(self):
+        if self.kind == "ddp":
+            return self.context.is_main
+        if keras.backend.backend() == "jax":
+            import jax
+
+            return jax.process_index() == 0
+        if self.kind == "multi_worker":
+            import tensorflow as tf
+
+            resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+            return resolver.task_type in (None, "chief") or (
+                resolver.task_type == "worker" and resolver.task_id == 0
+            )
+        return True
+
+    def fit(self, model, x, batch_size, epochs, verbose=1, validation_data=None, **kwargs):
+        """`model.fit`, or the DDP loop under `ddp` (same History-like result).
+
+        Under `ddp` every rank trains on its share of each global batch of
+        `batch_size`; afterwards the other ranks leave the process group and
+        exit, so only rank 0 goes on to evaluate and write files.
+        """
+        if self.kind != "ddp":
+            return model.fit(
+                x, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                validation_data=validation_data, **kwargs,
+            )
+        from keras_mae.distribute import torch_ddp
+
+        steps = max(1, len(x) // batch_size)
+        history = torch_ddp.fit(
+            model, model.optimizer, x, batch_size, epochs=epochs, context=self.context,
+            log_every=steps if verbose else 0,
+        )
+        torch_ddp.destroy_process_group()
+        if not self.context.is_main:
+            sys.exit(0)
+        result = keras.callbacks.History()
+        result.history = {"loss": history["loss"] or [float("nan")]}
+        if validation_data is not None:
+            result.history["val_loss"] = [
+                model.evaluate(validation_data[0], batch_size=batch_size, verbose=0)
+            ]
+        return result
+
+
+def start(kind, model_parallelism=2):
+    """Set up distribution `kind` (one of `CHOICES`) for the current backend.
+
+    Call it before building the model. Returns a `DistributedRun`.
+    """
+    if kind not in CHOICES:
+        raise ValueError(f"unknown distribution {kind!r}; choose one of {', '.join(CHOICES)}")
+    backend = keras.backend.backend()
+    if kind != "none" and BACKEND_OF[kind] != backend:
+        raise ValueError(
+            f"--distribution {kind} runs on the {BACKEND_OF[kind]} backend; this is "
+            f"{backend}. Set KERAS_BACKEND={BACKEND_OF[kind]} (torch: launch with torchrun)."
+        )
+    if kind == "none":
+        return DistributedRun(kind)
+    if backend == "jax":
+        from keras_mae.distribute import jax_distribution
+
+        if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("JAX_NUM_PROCESSES"):
+            jax_distribution.initialize_multi_host()
+        keras.distribution.set_distribution(
+            jax_distribution.make_distribution(kind, model_parallelism)
+        )
+        return DistributedRun(kind)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        from keras_mae.distribute import tf_distribution
+
+        tf.distribute.experimental_set_strategy(tf_distribution.make_strategy(kind))
+        return DistributedRun(kind)
+    from keras_mae.distribute import torch_ddp
+
+    return DistributedRun(kind, torch_ddp.init_process_group())
