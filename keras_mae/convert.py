@@ -33,6 +33,8 @@ from keras_mae.presets import preset_config
 
 # Zero-row tolerance for the cls row of a position table.
 CLS_ROW_TOLERANCE = 1e-6
+# Entries listed per kind of problem in an error message.
+MAX_LISTED = 24
 
 ENCODER_KWARGS = (
     "image_shape", "patch_size", "hidden_dim", "num_layers", "num_heads",
@@ -216,7 +218,9 @@ class Mismatch:
             ("other problems", self.other),
         ):
             if items:
-                lines.append(f"{title} ({len(items)}): " + ", ".join(items))
+                shown = ", ".join(items[:MAX_LISTED])
+                more = len(items) - MAX_LISTED
+                lines.append(f"{title} ({len(items)}): {shown}" + (f", ... ({more} more)" if more > 0 else ""))
         lines.append(
             "Check that the preset (or overrides such as image_shape, num_layers, "
             "hidden_dim, decoder_hidden_dim) matches the checkpoint, and use "
@@ -367,7 +371,7 @@ def official_assignments(state_dict, model, source="given"):
     return pairs, notices
 
 
-def load_official_weights(model, checkpoint):
+def load_official_weights(model, checkpoint, source=None):
     """Load official-layout or Hugging Face weights into an existing model.
 
     All-or-nothing: the checkpoint is checked against every variable before any
@@ -377,15 +381,16 @@ def load_official_weights(model, checkpoint):
         model: a `MaskedAutoencoder` or a `MAEEncoder`.
         checkpoint: a path (see `keras_mae.checkpoint_io.read_checkpoint`) or a
             state dict of arrays (official or Hugging Face names).
+        source: str, how error messages name the checkpoint.
 
     Returns:
         `model`.
     """
     if isinstance(checkpoint, dict):
-        state_dict, source = checkpoint, "given"
+        state_dict, source = checkpoint, source or "given"
     else:
         state_dict, _ = read_checkpoint(checkpoint)
-        source = repr(str(checkpoint))
+        source = source or repr(str(checkpoint))
     state_dict = {k: np.asarray(v, dtype="float32") for k, v in state_dict.items()}
     pairs, notices = official_assignments(state_dict, model, source)
     for notice in notices:
@@ -509,7 +514,7 @@ def load_masked_autoencoder(path, preset=None, cls=None, **overrides):
     state_dict, hf_config = read_checkpoint(path)
     config = build_config(state_dict, hf_config, preset, overrides, encoder_only=False)
     model = (cls or MaskedAutoencoder)(**config)
-    return load_official_weights(model, state_dict)
+    return load_official_weights(model, state_dict, source=repr(str(path)))
 
 
 def load_encoder(path, preset=None, cls=None, **overrides):
@@ -522,7 +527,7 @@ def load_encoder(path, preset=None, cls=None, **overrides):
     state_dict, hf_config = read_checkpoint(path)
     config = build_config(state_dict, hf_config, preset, overrides, encoder_only=True)
     model = (cls or MAEEncoder)(**config)
-    return load_official_weights(model, state_dict)
+    return load_official_weights(model, state_dict, source=repr(str(path)))
 
 
 def parse_args(argv=None):
@@ -541,6 +546,10 @@ def parse_args(argv=None):
                         help="H [W]: another resolution; position tables are resampled")
     parser.add_argument("--norm-pix-loss", action="store_true",
                         help="set norm_pix_loss (the released pretrain weights used it)")
+    parser.add_argument("--num-heads", type=int, default=None,
+                        help="encoder heads, for a checkpoint that is no preset")
+    parser.add_argument("--decoder-num-heads", type=int, default=None,
+                        help="decoder heads, for a checkpoint that is no preset")
     return parser.parse_args(argv)
 
 
@@ -553,8 +562,15 @@ def main(argv=None):
         if args.encoder_only:
             raise SystemExit("--norm-pix-loss applies to the full model, not --encoder-only")
         overrides["norm_pix_loss"] = True
+    if args.num_heads:
+        overrides["num_heads"] = args.num_heads
+    if args.decoder_num_heads and not args.encoder_only:
+        overrides["decoder_num_heads"] = args.decoder_num_heads
     load = load_encoder if args.encoder_only else load_masked_autoencoder
-    model = load(args.checkpoint, preset=args.preset, **overrides)
+    try:
+        model = load(args.checkpoint, preset=args.preset, **overrides)
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
     if args.output.endswith(".weights.h5"):
         model.save_weights(args.output)
     else:

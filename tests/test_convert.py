@@ -315,6 +315,12 @@ def test_command_line_writes_a_loadable_model(tmp_path, capsys):
     )
     for a, b in zip(loaded.weights, reference.weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    # A bare official .pth of no preset: heads on the command line.
+    weights_out = str(tmp_path / "mae.weights.h5")
+    convert.main([path, "--output", weights_out, "--num-heads", "2", "--decoder-num-heads", "2"])
+    reference.load_weights(weights_out)  # same architecture, so it fits
+    with pytest.raises(SystemExit, match="error: .*does not fit the model; nothing was loaded"):
+        convert.main([path, "--output", output, "--preset", "mae_vit_micro_patch2"])
     encoder_out = str(tmp_path / "encoder.weights.h5")
     with pytest.warns(UserWarning, match="ignored 20 decoder entries"):
         convert.main([str(hf_dir), "--output", encoder_out, "--encoder-only"])
