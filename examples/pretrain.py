@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 import keras_mae
+from keras_mae.distribute import runner
 from keras_mae.datasets import load_digits
 from keras_mae.probe import linear_probe_accuracy
 from keras_mae.visualization import save_reconstruction_grid
@@ -51,6 +52,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="mae_output")
     parser.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity")
+    parser.add_argument("--distribution", default="none", choices=runner.CHOICES,
+                        help="jax: data_parallel | model_parallel; tensorflow: mirrored | "
+                        "multi_worker | tpu; torch: ddp (launch with torchrun). "
+                        "--batch-size is the global batch")
     args = parser.parse_args(argv)
     if args.dataset not in DATASETS:
         parser.error(f"unknown dataset {args.dataset!r}; available: {', '.join(DATASETS)}")
@@ -61,6 +66,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    run = runner.start(args.distribution)  # before the model exists
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
 
@@ -84,7 +90,8 @@ def main(argv=None):
     )
     start = time.time()
     if args.epochs:
-        history = mae.fit(
+        history = run.fit(
+            mae,
             x_train,
             validation_data=(x_test,),
             epochs=args.epochs,
@@ -104,11 +111,12 @@ def main(argv=None):
     print(f"saved {args.output_dir}/mae.keras, {encoder_path} and {png_path}")
 
     train, test = (x_train, y_train), (x_test, y_test)
-    for pooling in ("cls", "mean"):
-        trained = linear_probe_accuracy(mae.encoder, train, test, pooling, args.probe_epochs)
-        random = linear_probe_accuracy(random_encoder, train, test, pooling, args.probe_epochs)
+    poolings = ("cls", "mean")
+    trained = linear_probe_accuracy(mae.encoder, train, test, poolings, args.probe_epochs)
+    random = linear_probe_accuracy(random_encoder, train, test, poolings, args.probe_epochs)
+    for pooling in poolings:
         print(f"linear probe on held-out {args.dataset} ({pooling} pooling): "
-              f"pre-trained {trained:.4f} | random init {random:.4f}")
+              f"pre-trained {trained[pooling]:.4f} | random init {random[pooling]:.4f}")
 
 
 if __name__ == "__main__":

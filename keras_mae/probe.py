@@ -6,10 +6,10 @@ import numpy as np
 from keras_mae.token_pooling import TokenPooling
 
 
-def encode(encoder, images, pooling="cls", batch_size=256):
-    """Pooled encoder features `(N, dim)` as numpy (no masking, inference mode)."""
-    features = keras.Sequential([encoder, TokenPooling(pooling)])
-    return np.asarray(features.predict(images, batch_size=batch_size, verbose=0))
+def pool(tokens, pooling):
+    """`TokenPooling` in numpy: `(N, 1 + L, dim)` -> `(N, dim)`."""
+    TokenPooling(pooling)  # validates the name
+    return tokens[:, 0] if pooling == "cls" else tokens[:, 1:].mean(axis=1)
 
 
 def linear_probe_accuracy(
@@ -33,16 +33,34 @@ def linear_probe_accuracy(
             `(batch, 1 + L, dim)`).
         train: `(images, labels)` for training the classifier.
         test: `(images, labels)` for measuring accuracy.
-        pooling: `"cls"` or `"mean"` (see `keras_mae.TokenPooling`).
+        pooling: `"cls"` or `"mean"` (see `keras_mae.TokenPooling`), or a tuple
+            of both to probe each from one pass of the encoder.
         epochs, batch_size, learning_rate: of the Adam-trained classifier.
         seed: int, seed of the classifier's initialisation and shuffling.
 
     Returns:
-        float, the accuracy on `test`.
+        float, the accuracy on `test`; a dict `{pooling: accuracy}` when
+        `pooling` is a tuple.
     """
     (x_train, y_train), (x_test, y_test) = train, test
-    f_train = encode(encoder, x_train, pooling, batch_size)
-    f_test = encode(encoder, x_test, pooling, batch_size)
+    tokens_train = np.asarray(encoder.predict(x_train, batch_size=batch_size, verbose=0))
+    tokens_test = np.asarray(encoder.predict(x_test, batch_size=batch_size, verbose=0))
+    if isinstance(pooling, str):
+        features = (pool(tokens_train, pooling), y_train), (pool(tokens_test, pooling), y_test)
+        return fit_linear_classifier(*features, epochs, batch_size, learning_rate, seed)
+    return {
+        name: fit_linear_classifier(
+            (pool(tokens_train, name), y_train),
+            (pool(tokens_test, name), y_test),
+            epochs, batch_size, learning_rate, seed,
+        )
+        for name in pooling
+    }
+
+
+def fit_linear_classifier(train, test, epochs, batch_size, learning_rate, seed):
+    """BatchNorm (no affine) + Dense on features; the test accuracy."""
+    (f_train, y_train), (f_test, y_test) = train, test
     num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
     keras.utils.set_random_seed(seed)
     classifier = keras.Sequential(
