@@ -30,6 +30,10 @@ from keras_mae.distribute import runner
 from keras_mae.datasets import load_digits
 from keras_mae.probe import linear_probe_accuracy
 from keras_mae.visualization import save_reconstruction_grid
+from keras_mae.callbacks import pretraining_callbacks
+from keras_mae.callbacks import restore_checkpoint
+from keras_mae.optimizers import pretraining_optimizer
+from keras_mae.schedules import warmup_cosine_for
 
 DATASETS = ("digits",)
 
@@ -37,7 +41,13 @@ DATASETS = ("digits",)
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="mae_vit_micro_patch2", choices=sorted(keras_mae.PRESETS))
-    parser.add_argument("--dataset", default="digits", help="one of: " + ", ".join(DATASETS))
+    parser.add_argument("--dataset", default="digits",
+                        help="digits | tfds:NAME | folder:PATH (PATH/train/<class>/*.jpg)")
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
+    parser.add_argument("--accumulation-steps", type=int, default=None,
+                        help="gradient accumulation: effective batch = batch x steps")
+    parser.add_argument("--image-every", type=int, default=10,
+                        help="write a reconstruction PNG every N epochs")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--mask-ratio", type=float, default=None,
@@ -57,11 +67,63 @@ def parse_args(argv=None):
                         "multi_worker | tpu; torch: ddp (launch with torchrun). "
                         "--batch-size is the global batch")
     args = parser.parse_args(argv)
-    if args.dataset not in DATASETS:
+    if args.dataset not in DATASETS and not args.dataset.startswith(("tfds:", "folder:")):
         parser.error(f"unknown dataset {args.dataset!r}; available: {', '.join(DATASETS)}")
     if args.epochs < 0:
         parser.error(f"--epochs must be 0 or more, got {args.epochs}")
     return args
+
+
+
+def pretrain_on_source(args, run):
+    """`--dataset tfds:NAME` or `folder:PATH`: the tf.data pipeline, resumable."""
+    from keras_mae.data import default_mean_std
+    from keras_mae.data import eval_dataset
+    from keras_mae.data import load_source
+    from keras_mae.data import take_images
+    from keras_mae.data import train_dataset
+    from keras_mae.presets import preset_config
+
+    image_shape = tuple(preset_config(args.preset)["image_shape"])
+    train = load_source(args.dataset, "train", args.data_dir, channels=image_shape[-1])
+    test = load_source(args.dataset, "test", args.data_dir, channels=image_shape[-1])
+    print(f"backend {keras.backend.backend()}: {len(train)} training and {len(test)} "
+          f"held-out images from {args.dataset}, cropped to {image_shape}")
+    overrides = {"norm_pix_loss": args.norm_pix_loss}
+    if args.mask_ratio is not None:
+        overrides["mask_ratio"] = args.mask_ratio
+    mae = keras_mae.MaskedAutoencoder.from_preset(args.preset, seed=args.seed, **overrides)
+    steps_per_epoch = len(train) // args.batch_size
+    schedule = warmup_cosine_for(args.learning_rate, args.epochs, steps_per_epoch,
+                                 args.warmup_epochs)
+    mae.compile(optimizer=pretraining_optimizer(
+        mae, schedule, weight_decay=args.weight_decay,
+        gradient_accumulation_steps=args.accumulation_steps))
+    checkpoint = os.path.join(args.output_dir, "checkpoint")
+    initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
+    if initial_epoch:
+        print(f"resuming from {checkpoint} after epoch {initial_epoch}")
+    mean, std = default_mean_std(image_shape[-1])
+    held_out = take_images(eval_dataset(test, image_shape[:2], 8, with_labels=False), 8)
+    if args.epochs > initial_epoch:
+        start = time.time()
+        dataset, steps = train_dataset(train, image_shape[:2], args.batch_size,
+                                       epochs=args.epochs, initial_epoch=initial_epoch,
+                                       seed=args.seed)
+        history = run.fit(
+            mae, dataset, batch_size=None, epochs=args.epochs, verbose=args.verbose,
+            initial_epoch=initial_epoch, steps_per_epoch=steps,
+            callbacks=pretraining_callbacks(args.output_dir, held_out, mean, std,
+                                            image_every=args.image_every),
+        )
+        losses = history.history["loss"]
+        print(f"pre-training: epochs {initial_epoch + 1}-{args.epochs} in "
+              f"{time.time() - start:.0f} s, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    mae.save(os.path.join(args.output_dir, "mae.keras"))
+    encoder_path = os.path.join(args.output_dir, "encoder.keras")
+    mae.encoder.save(encoder_path)
+    print(f"saved {args.output_dir}/mae.keras and {encoder_path}; evaluate with "
+          f"examples/linear_probe.py --encoder {encoder_path} --dataset {args.dataset}")
 
 
 def main(argv=None):
@@ -69,6 +131,8 @@ def main(argv=None):
     run = runner.start(args.distribution)  # before the model exists
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
+    if args.dataset != "digits":
+        return pretrain_on_source(args, run)
 
     (x_train, y_train), (x_test, y_test) = load_digits(seed=args.seed)
     print(f"backend {keras.backend.backend()}: {len(x_train)} training and "
@@ -80,16 +144,18 @@ def main(argv=None):
     mae = keras_mae.MaskedAutoencoder.from_preset(args.preset, seed=args.seed, **overrides)
     random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
 
-    steps = max(1, args.epochs * int(np.ceil(len(x_train) / args.batch_size)))
-    warmup = min(steps - 1, args.warmup_epochs * int(np.ceil(len(x_train) / args.batch_size)))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=steps - warmup, warmup_target=args.learning_rate, warmup_steps=warmup
-    )
-    mae.compile(
-        optimizer=keras.optimizers.AdamW(schedule, beta_2=0.95, weight_decay=args.weight_decay)
-    )
+    steps_per_epoch = int(np.ceil(len(x_train) / args.batch_size))
+    schedule = warmup_cosine_for(args.learning_rate, args.epochs, steps_per_epoch,
+                                 args.warmup_epochs)
+    mae.compile(optimizer=pretraining_optimizer(
+        mae, schedule, weight_decay=args.weight_decay,
+        gradient_accumulation_steps=args.accumulation_steps))
+    checkpoint = os.path.join(args.output_dir, "checkpoint")
+    initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
+    if initial_epoch:
+        print(f"resuming from {checkpoint} after epoch {initial_epoch}")
     start = time.time()
-    if args.epochs:
+    if args.epochs > initial_epoch:
         history = run.fit(
             mae,
             x_train,
@@ -97,6 +163,9 @@ def main(argv=None):
             epochs=args.epochs,
             batch_size=args.batch_size,
             verbose=args.verbose,
+            initial_epoch=initial_epoch,
+            callbacks=pretraining_callbacks(args.output_dir, x_test[:8],
+                                            image_every=args.image_every),
         )
         losses = history.history["loss"]
         print(f"pre-training: {args.epochs} epochs in {time.time() - start:.0f} s, "

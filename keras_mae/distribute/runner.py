@@ -66,11 +66,20 @@ class DistributedRun:
         `batch_size`; afterwards the other ranks leave the process group and
         exit, so only rank 0 goes on to evaluate and write files.
         """
+        if self.kind not in ("none", "ddp"):
+            # Every batch must split evenly over the replicas: drop a last
+            # partial batch, as distributed input pipelines do.
+            x = full_batches(x, batch_size)
+            if validation_data is not None:
+                validation_data = tuple(full_batches(v, batch_size) for v in validation_data)
         if self.kind != "ddp":
-            return model.fit(
+            history = model.fit(
                 x, batch_size=batch_size, epochs=epochs, verbose=verbose,
                 validation_data=validation_data, **kwargs,
             )
+            if keras.backend.backend() == "jax" and self.kind != "none":
+                gather_to_one_device(model)
+            return history
         from keras_mae.distribute import torch_ddp
 
         steps = max(1, len(x) // batch_size)
@@ -88,6 +97,29 @@ class DistributedRun:
                 model.evaluate(validation_data[0], batch_size=batch_size, verbose=0)
             ]
         return result
+
+
+def gather_to_one_device(model):
+    """Leave the JAX distribution: the model's weights back on one device.
+
+    After distributed training, inference on arbitrary batch sizes (a last
+    batch of 103 does not split over 2 devices) and saving run as without a
+    distribution. The optimizer state stays where it is (training is over).
+    """
+    import numpy as np
+
+    values = [np.asarray(v.value) for v in model.variables]
+    keras.distribution.set_distribution(None)
+    for variable, value in zip(model.variables, values):
+        variable._layout = None  # Keras re-shards an assigned value by its layout
+        variable.assign(value)
+    model.train_function = model.test_function = model.predict_function = None
+
+
+def full_batches(array, batch_size):
+    """`array` without its last partial batch (unchanged if smaller than a batch)."""
+    keep = len(array) - len(array) % batch_size
+    return array[:keep] if keep else array
 
 
 def start(kind, model_parallelism=2):
