@@ -23,6 +23,7 @@ import os
 import sys
 
 import keras
+import numpy as np
 
 CHOICES = ("none", "data_parallel", "model_parallel", "mirrored", "multi_worker", "tpu", "ddp")
 BACKEND_OF = {
@@ -66,7 +67,7 @@ class DistributedRun:
         `batch_size`; afterwards the other ranks leave the process group and
         exit, so only rank 0 goes on to evaluate and write files.
         """
-        if self.kind not in ("none", "ddp"):
+        if self.kind not in ("none", "ddp") and batch_size and hasattr(x, "shape"):
             # Every batch must split evenly over the replicas: drop a last
             # partial batch, as distributed input pipelines do.
             x = full_batches(x, batch_size)
@@ -82,9 +83,20 @@ class DistributedRun:
             return history
         from keras_mae.distribute import torch_ddp
 
+        if not hasattr(x, "shape") or not batch_size:
+            raise ValueError(
+                "--distribution ddp trains on in-memory arrays with a global batch "
+                f"size; received {type(x).__name__} with batch_size={batch_size}."
+            )
+        initial_epoch = kwargs.pop("initial_epoch", 0)
+        if kwargs.pop("callbacks", None) and self.context.is_main:
+            print("note: Keras callbacks do not run in the DDP loop", flush=True)
+        if kwargs:
+            raise ValueError(f"the DDP loop does not take {sorted(kwargs)}")
         steps = max(1, len(x) // batch_size)
         history = torch_ddp.fit(
-            model, model.optimizer, x, batch_size, epochs=epochs, context=self.context,
+            model, model.optimizer, np.asarray(x), batch_size,
+            epochs=epochs - initial_epoch, context=self.context,
             log_every=steps if verbose else 0,
         )
         torch_ddp.destroy_process_group()
@@ -106,8 +118,6 @@ def gather_to_one_device(model):
     batch of 103 does not split over 2 devices) and saving run as without a
     distribution. The optimizer state stays where it is (training is over).
     """
-    import numpy as np
-
     values = [np.asarray(v.value) for v in model.variables]
     keras.distribution.set_distribution(None)
     for variable, value in zip(model.variables, values):
