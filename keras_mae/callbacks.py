@@ -203,5 +203,10 @@ def pretraining_callbacks(output_dir, held_out_images=None, mean=None, std=None,
             ReconstructionImages(held_out_images, output_dir, mean, std, every=image_every)
         )
     if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
+        try:
+            import tensorboard  # noqa: F401  (keras.callbacks.TensorBoard needs it)
+        except ImportError:
+            print("TensorBoard logs skipped: pip install tensorboard to write them.")
+        else:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
     return callbacks
