@@ -13,6 +13,7 @@ RandomErasing, MixUp, CutMix), which work there under every backend.
 """
 
 import keras
+import numpy as np
 
 from keras_mae.mae_encoder import MAEEncoder
 from keras_mae.optimizers import layer_decay_optimizer
@@ -170,9 +171,6 @@ def finetune(encoder, train_source, test_source, epochs=100, batch_size=256,
 
 def top1(model, dataset):
     """Top-1 accuracy of `model` over a dataset of `(images, integer labels)`."""
-    correct = total = 0
-    for images, labels in dataset.as_numpy_iterator():
-        logits = keras.ops.convert_to_numpy(model(images, training=False))
-        correct += int((logits.argmax(-1) == labels).sum())
-        total += len(labels)
-    return correct / max(total, 1)
+    logits = model.predict(dataset.map(lambda images, labels: images), verbose=0)  # jit
+    labels = np.concatenate([labels for _, labels in dataset.as_numpy_iterator()])
+    return float((np.asarray(logits).argmax(-1) == labels).mean())

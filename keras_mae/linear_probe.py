@@ -72,11 +72,9 @@ def compile_probe(model, optimizer):
 def cls_features(encoder, dataset):
     """The cls token of `encoder` for every batch of `dataset` ((images, labels))."""
     pool = keras.Sequential([encoder, TokenPooling("cls")])
-    features, labels = [], []
-    for images, batch_labels in dataset.as_numpy_iterator():
-        features.append(np.asarray(keras.ops.convert_to_numpy(pool(images, training=False))))
-        labels.append(batch_labels)
-    return np.concatenate(features), np.concatenate(labels)
+    features = pool.predict(dataset.map(lambda images, labels: images), verbose=0)  # jit
+    labels = np.concatenate([labels for _, labels in dataset.as_numpy_iterator()])
+    return np.asarray(features), labels
 
 
 def linear_probe(encoder, train_source, test_source, epochs=90, batch_size=256,
