@@ -23,6 +23,7 @@ NORM_PIX_EPSILON = 1e-6
 
 def normalize_patches(patches):
     """Normalise each patch by its mean and unbiased variance (official norm_pix_loss)."""
+    patches = ops.convert_to_tensor(patches)
     count = patches.shape[-1]
     mean = ops.mean(patches, axis=-1, keepdims=True)
     var = ops.sum(ops.square(patches - mean), axis=-1, keepdims=True) / (count - 1)
@@ -31,6 +32,7 @@ def normalize_patches(patches):
 
 def masked_patch_loss(target, pred, mask):
     """Mean over masked patches of the per-patch mean squared error (float32)."""
+    target = ops.cast(target, "float32")
     pred = ops.cast(pred, "float32")
     mask = ops.cast(mask, "float32")
     per_patch = ops.mean(ops.square(pred - target), axis=-1)  # (B, L)
