@@ -54,7 +54,7 @@ def test_finetune_runs_the_full_recipe_and_learns():
     train = ArraySource(images[:64], labels[:64])
     test = ArraySource(images[64:], labels[64:])
     result = finetune(
-        tiny_encoder(), train, test, epochs=5, batch_size=16, base_learning_rate=0.05,
+        tiny_encoder(), train, test, epochs=10, batch_size=16, base_learning_rate=0.05,
         layer_decay=0.75, warmup_epochs=1, mixup=0.8, cutmix=1.0, random_erasing=0.25,
         randaugment_magnitude=0,  # RandAugment on 8x8 grey images is mostly noise
     )
