@@ -75,6 +75,25 @@ def parse_args(argv=None):
 
 
 
+def build_and_restore(args, steps_per_epoch, **overrides):
+    """The preset MAE, compiled with the official optimizer and schedule, resumed
+    from `<output-dir>/checkpoint` when one exists; returns `(mae, initial_epoch)`."""
+    overrides["norm_pix_loss"] = args.norm_pix_loss
+    if args.mask_ratio is not None:
+        overrides["mask_ratio"] = args.mask_ratio
+    mae = keras_mae.MaskedAutoencoder.from_preset(args.preset, seed=args.seed, **overrides)
+    schedule = warmup_cosine_for(args.learning_rate, args.epochs, steps_per_epoch,
+                                 args.warmup_epochs)
+    mae.compile(optimizer=pretraining_optimizer(
+        mae, schedule, weight_decay=args.weight_decay,
+        gradient_accumulation_steps=args.accumulation_steps))
+    checkpoint = os.path.join(args.output_dir, "checkpoint")
+    initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
+    if initial_epoch:
+        print(f"resuming from {checkpoint} after epoch {initial_epoch}")
+    return mae, initial_epoch
+
+
 def pretrain_on_source(args, run):
     """`--dataset tfds:NAME` or `folder:PATH`: the tf.data pipeline, resumable."""
     from keras_mae.data import default_mean_std
@@ -89,20 +108,7 @@ def pretrain_on_source(args, run):
     test = load_source(args.dataset, "test", args.data_dir, channels=image_shape[-1])
     print(f"backend {keras.backend.backend()}: {len(train)} training and {len(test)} "
           f"held-out images from {args.dataset}, cropped to {image_shape}")
-    overrides = {"norm_pix_loss": args.norm_pix_loss}
-    if args.mask_ratio is not None:
-        overrides["mask_ratio"] = args.mask_ratio
-    mae = keras_mae.MaskedAutoencoder.from_preset(args.preset, seed=args.seed, **overrides)
-    steps_per_epoch = len(train) // args.batch_size
-    schedule = warmup_cosine_for(args.learning_rate, args.epochs, steps_per_epoch,
-                                 args.warmup_epochs)
-    mae.compile(optimizer=pretraining_optimizer(
-        mae, schedule, weight_decay=args.weight_decay,
-        gradient_accumulation_steps=args.accumulation_steps))
-    checkpoint = os.path.join(args.output_dir, "checkpoint")
-    initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
-    if initial_epoch:
-        print(f"resuming from {checkpoint} after epoch {initial_epoch}")
+    mae, initial_epoch = build_and_restore(args, len(train) // args.batch_size)
     mean, std = default_mean_std(image_shape[-1])
     held_out = take_images(eval_dataset(test, image_shape[:2], 8, with_labels=False), 8)
     if args.epochs > initial_epoch:
@@ -138,22 +144,9 @@ def main(argv=None):
     print(f"backend {keras.backend.backend()}: {len(x_train)} training and "
           f"{len(x_test)} held-out {args.dataset} images of shape {x_train.shape[1:]}")
 
-    overrides = {"image_shape": x_train.shape[1:], "norm_pix_loss": args.norm_pix_loss}
-    if args.mask_ratio is not None:
-        overrides["mask_ratio"] = args.mask_ratio
-    mae = keras_mae.MaskedAutoencoder.from_preset(args.preset, seed=args.seed, **overrides)
+    mae, initial_epoch = build_and_restore(
+        args, int(np.ceil(len(x_train) / args.batch_size)), image_shape=x_train.shape[1:])
     random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
-
-    steps_per_epoch = int(np.ceil(len(x_train) / args.batch_size))
-    schedule = warmup_cosine_for(args.learning_rate, args.epochs, steps_per_epoch,
-                                 args.warmup_epochs)
-    mae.compile(optimizer=pretraining_optimizer(
-        mae, schedule, weight_decay=args.weight_decay,
-        gradient_accumulation_steps=args.accumulation_steps))
-    checkpoint = os.path.join(args.output_dir, "checkpoint")
-    initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
-    if initial_epoch:
-        print(f"resuming from {checkpoint} after epoch {initial_epoch}")
     start = time.time()
     if args.epochs > initial_epoch:
         history = run.fit(
