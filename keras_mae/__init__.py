@@ -14,6 +14,7 @@ from keras_mae.patching import sincos_position_table
 from keras_mae.patching import unpatchify
 from keras_mae.presets import PRESETS
 from keras_mae.random_masking import RandomMasking
+from keras_mae.random_resized_crop import RandomResizedCrop
 from keras_mae.token_pooling import TokenPooling
 from keras_mae.vit_block import ViTBlock
 

@@ -65,6 +65,15 @@ class MaskedAutoencoder(keras.Model):
             (unbiased) variance. Defaults to False.
         layer_norm_epsilon: float. Defaults to 1e-6.
         seed: int or None, seed of the masking noise.
+        augmentation: optional Keras layer (e.g. a `keras.Sequential` of
+            `keras_mae.RandomResizedCrop`, `keras.layers.RandomFlip` and
+            `keras.layers.Normalization`) applied to the inputs on every call,
+            inside the compiled step, so augmentation runs on the accelerator
+            under every backend and `fit` can take raw `uint8` images; its random
+            layers act only when training. Its output must be `image_shape`, and
+            the loss regresses the augmented images. It is built here for inputs
+            of `image_shape` unless already built. The exported `encoder` does
+            not include it. Defaults to None (inputs used as given).
         dtype: dtype policy, e.g. `"mixed_bfloat16"`; the loss is float32.
 
     Call arguments:
@@ -75,8 +84,9 @@ class MaskedAutoencoder(keras.Model):
 
     Returns:
         A dict: `"pred"` `(batch, L, p*p*C)`, `"mask"` `(batch, L)` (1 = removed),
-        `"ids_restore"` `(batch, L)` and `"latent"` `(batch, 1 + len_keep,
-        hidden_dim)`.
+        `"ids_restore"` `(batch, L)`, `"latent"` `(batch, 1 + len_keep,
+        hidden_dim)` and, with an `augmentation`, `"images"`: the augmented
+        images the encoder saw (the loss's target).
 
     Example:
     >>> mae = MaskedAutoencoder.from_preset("mae_vit_micro_patch2")
@@ -100,10 +110,21 @@ class MaskedAutoencoder(keras.Model):
         norm_pix_loss=False,
         layer_norm_epsilon=1e-6,
         seed=None,
+        augmentation=None,
         dtype=None,
         **kwargs,
     ):
         super().__init__(dtype=dtype, **kwargs)
+        if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
+            raise TypeError(
+                "augmentation must be a Keras layer (e.g. keras.Sequential([...])) or "
+                f"None. Received: augmentation={augmentation!r}"
+            )
+        if augmentation is not None and not augmentation.built:
+            # Built here, outside any traced step (jax cannot create variables
+            # there); for inputs of another size, build it before passing it.
+            augmentation.build((None, *tuple(image_shape)))
+        self.augmentation = augmentation
         check_mask_ratio(mask_ratio)
         image_shape = tuple(image_shape)
         self.encoder = MAEEncoder(
@@ -176,6 +197,11 @@ class MaskedAutoencoder(keras.Model):
             noise = inputs.get("noise", noise)
         else:
             images = inputs
+        if self.augmentation is None:
+            self.check_images(images)
+        return images, noise
+
+    def check_images(self, images):
         if len(images.shape) != 4 or tuple(images.shape[1:]) != self.image_shape:
             got = tuple(images.shape[1:]) if len(images.shape) == 4 else tuple(images.shape)
             if len(images.shape) == 4 and images.shape[-1] != self.image_shape[-1]:
@@ -190,16 +216,23 @@ class MaskedAutoencoder(keras.Model):
                 f"{', '.join(map(str, self.image_shape))}), from "
                 f"image_shape={self.image_shape}. Resize or convert the images, or "
                 "build the model with the matching image_shape."
+                + (" (checked after the model's augmentation)" if self.augmentation else "")
             )
-        return images, noise
 
     def call(self, inputs, noise=None, training=None):
         images, noise = self.unpack_inputs(inputs, noise)
+        if self.augmentation is not None:
+            # Keras' random image layers default to training=True: pass a bool.
+            images = self.augmentation(images, training=bool(training))  # (B, H, W, C)
+            self.check_images(images)
         tokens = self.encoder.patch_encoder(images)  # (B, L, D)
         visible, mask, ids_restore = self.masking(tokens, noise=noise)
         latent = self.encoder.encode_tokens(visible, training=training)  # (B, 1+K, D)
         pred = self.decoder(latent, ids_restore, training=training)  # (B, L, p*p*C)
-        return {"pred": pred, "mask": mask, "ids_restore": ids_restore, "latent": latent}
+        outputs = {"pred": pred, "mask": mask, "ids_restore": ids_restore, "latent": latent}
+        if self.augmentation is not None:
+            outputs["images"] = images
+        return outputs
 
     def target_patches(self, images):
         """The regression target: float32 patches, normalised if `norm_pix_loss`."""
@@ -210,6 +243,7 @@ class MaskedAutoencoder(keras.Model):
         images, _ = self.unpack_inputs(x)
         if y_pred is None:
             y_pred = self(x, training=training)
+        images = y_pred.get("images", images)  # the augmented images, if any
         loss = masked_patch_loss(self.target_patches(images), y_pred["pred"], y_pred["mask"])
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(l, "float32") for l in self.losses]))
@@ -231,6 +265,7 @@ class MaskedAutoencoder(keras.Model):
             predicted patches into the removed places and keeps the visible ones.
         """
         outputs = self(images, noise=noise, training=False)
+        images = outputs.get("images", images)  # after the (inference) augmentation
         patches = patchify(ops.cast(images, "float32"), self.patch_size)  # (B, L, ppC)
         pred = ops.cast(outputs["pred"], "float32")
         mask = ops.cast(outputs["mask"], "float32")[:, :, None]  # (B, L, 1)
@@ -266,10 +301,19 @@ class MaskedAutoencoder(keras.Model):
             "norm_pix_loss": self.norm_pix_loss,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "seed": self.seed,
+            "augmentation": (
+                None if self.augmentation is None
+                else keras.saving.serialize_keras_object(self.augmentation)
+            ),
         }
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(
+                config["augmentation"]
+            )
         return cls(**config)
 
     @classmethod

@@ -1,21 +1,27 @@
-"""Input pipelines (tf.data, under every Keras backend).
+"""Input pipelines.
 
-Importing this package imports TensorFlow; `import keras_mae` does not.
+`keras_mae.data.image_folder` reads image folders into numpy with Pillow (no
+TensorFlow). Everything else here is the tf.data pipeline, which feeds `fit`
+under every Keras backend; its names are imported from `tf_pipeline` on first
+use, so that `import keras_mae.data.image_folder` works without TensorFlow.
+`import keras_mae` imports neither.
 """
 
-from keras_mae.data.tf_pipeline import IMAGENET_MEAN
-from keras_mae.data.tf_pipeline import IMAGENET_STD
-from keras_mae.data.tf_pipeline import ArraySource
-from keras_mae.data.tf_pipeline import FolderSource
-from keras_mae.data.tf_pipeline import TFDSSource
-from keras_mae.data.tf_pipeline import default_mean_std
-from keras_mae.data.tf_pipeline import denormalize
-from keras_mae.data.tf_pipeline import eval_dataset
-from keras_mae.data.tf_pipeline import load_source
-from keras_mae.data.tf_pipeline import materialize
-from keras_mae.data.tf_pipeline import measure_throughput
-from keras_mae.data.tf_pipeline import random_resized_crop
-from keras_mae.data.tf_pipeline import random_resized_crop_box
-from keras_mae.data.tf_pipeline import resize_center_crop
-from keras_mae.data.tf_pipeline import take_images
-from keras_mae.data.tf_pipeline import train_dataset
+import importlib
+
+TF_PIPELINE_NAMES = (
+    "IMAGENET_MEAN", "IMAGENET_STD", "ArraySource", "FolderSource", "TFDSSource",
+    "default_mean_std", "denormalize", "eval_dataset", "load_source", "materialize",
+    "measure_throughput", "random_resized_crop", "random_resized_crop_box",
+    "resize_center_crop", "take_images", "train_dataset",
+)
+
+
+def __getattr__(name):
+    if name in TF_PIPELINE_NAMES:
+        return getattr(importlib.import_module("keras_mae.data.tf_pipeline"), name)
+    raise AttributeError(f"module 'keras_mae.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted((*globals(), *TF_PIPELINE_NAMES))

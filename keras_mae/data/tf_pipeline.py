@@ -23,10 +23,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_mae.data.image_folder import EVAL_SPLITS
+from keras_mae.data.image_folder import list_image_folder
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-EVAL_SPLITS = ("test", "val", "validation")
 
 
 @dataclasses.dataclass
@@ -160,52 +161,13 @@ def load_source(dataset, split="train", data_dir=None, channels=None):
     )
 
 
-def find_split_dir(root, split):
-    candidates = (split,) if split == "train" else (split,) + EVAL_SPLITS
-    for name in candidates:
-        path = os.path.join(root, name)
-        if os.path.isdir(path):
-            return path
-    raise FileNotFoundError(
-        f"no {' or '.join(repr(c) for c in dict.fromkeys(candidates))} folder in {root!r}: "
-        "expected the layout PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg "
-        "(or PATH/val/...)."
-    )
-
-
 def load_folder(root, split="train", channels=None):
     """Image files in `root/<split>/<class>/`, classes sorted by name."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"folder {root!r} does not exist.")
-    split_dir = find_split_dir(root, split)
-    class_names = sorted(
-        d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))
-    )
-    if split != "train":
-        # Use the training split's class list so that label ids agree.
-        try:
-            train_dir = find_split_dir(root, "train")
-            class_names = sorted(
-                d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d))
-            )
-        except FileNotFoundError:
-            pass
-    paths, labels = [], []
-    for label, name in enumerate(class_names):
-        folder = os.path.join(split_dir, name)
-        if not os.path.isdir(folder):
-            continue
-        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
-        paths += [os.path.join(folder, f) for f in files]
-        labels += [label] * len(files)
-    if not paths:
-        raise FileNotFoundError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders under {split_dir!r}."
-        )
+    paths, labels, class_names = list_image_folder(root, split)
     if channels is None:
         first = tf.io.decode_image(tf.io.read_file(paths[0]), expand_animations=False)
         channels = 1 if first.shape[-1] == 1 else 3
-    return FolderSource(paths, np.asarray(labels, "int64"), class_names, channels)
+    return FolderSource(paths, labels, class_names, channels)
 
 
 def load_tfds(name, split="train", data_dir=None):
