@@ -1,0 +1,68 @@
+#!/bin/bash
+# Every GPU check of BENCHMARKS.md and the README's CIFAR-10 table, in one run that
+# fits a short GPU lease (about 10 minutes on one H100/H200), in priority order;
+# each step gets what is left of the budget and writes its log to $OUT (or ./gpu_out).
+#
+#   bash benchmarks/gpu_session.sh [BUDGET_SECONDS] [CIFAR_DIR_OR_TAR_GZ]
+#
+# Needs jax (CUDA), torch (CUDA), transformers, pillow and keras (the device machine
+# here has no keras: put the wheels in .whl/ with ../shared/gpu/prepare_wheels.sh).
+set -u
+budget=${1:-585}
+cifar=${2:-.gpu/cifar10_train_jpeg.tar.gz}
+out=${OUT:-gpu_out}
+mkdir -p "$out"
+start=$(date +%s)
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import keras" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+left() { echo $(( budget - ($(date +%s) - start) )); }
+step() {  # step NAME MAX_SECONDS COMMAND...
+    local name=$1 most=$2; shift 2
+    local t; t=$(left); (( t > most )) && t=$most
+    if (( t < 20 )); then echo "== $name: skipped, budget spent" | tee -a "$out/summary.txt"; return; fi
+    echo "== $name (limit ${t}s): $*" | tee -a "$out/summary.txt"
+    local s; s=$(date +%s)
+    timeout "$t" "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    echo "== $name: exit $rc after $(( $(date +%s) - s ))s" | tee -a "$out/summary.txt"
+    grep -E '^\| |^config|RESULT|accuracy|linear probe|fine-tune|pre-training|total' \
+        "$out/$name.log" | grep -v '^RESULT' | tee -a "$out/summary.txt"
+    tail -n 3 "$out/$name.log" | sed 's/^/   /' | cut -c1-300
+}
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import jax, torch, transformers, keras; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, 'transformers', transformers.__version__, 'keras', keras.__version__)"
+} > "$out/env.txt" 2>&1
+cat "$out/env.txt" | grep -v Warning | head -4
+
+if [[ "$cifar" == *.tar.gz ]]; then
+    mkdir -p /tmp/cifar && tar xzf "$cifar" -C /tmp/cifar && cifar=/tmp/cifar
+fi
+
+bench="python3 benchmarks/train_step.py --config gpu --repeats 1"
+# 1. ViT-B/16, batch 256, bf16: HF, keras_mae on JAX and on PyTorch, side by side.
+step vit_b16 165 $bench --impls hf jax torch --steps 8 --windows 3
+# 2. CIFAR-10: pre-train, probe and fine-tune, pre-trained vs random init (JAX, bf16).
+step cifar10 240 env KERAS_BACKEND=jax python3 examples/pretrain_and_evaluate.py \
+    --data "$cifar" --holdout-per-class 500 --epochs 80 --max-minutes 1.9 \
+    --batch-size 512 --blr 1e-3 --warmup-epochs 5 --precision mixed_bfloat16 \
+    --probe-blr 0.1 6.4 --probe-pooling cls mean --finetune-epochs 6 \
+    --output-dir /tmp/cifar_out
+cp /tmp/cifar_out/results.json "$out/cifar10_results.json" 2>/dev/null
+cp /tmp/cifar_out/reconstructions.png "$out/cifar10_reconstructions.png" 2>/dev/null
+# 3. JAX with attention padded to a multiple of 64 (cuDNN flash attention).
+step vit_b16_pad64 60 $bench --impls jax --steps 8 --windows 3 --pad-attention 64
+# 4. Memory: ViT-L/16 at batch 128 and ViT-H/14 at batch 64 in bf16 (JAX).
+step vit_l16_b128 55 $bench --impls jax --steps 3 --windows 1 \
+    --preset mae_vit_large_patch16 --batch-size 128
+step vit_h14_b64 65 $bench --impls jax --steps 3 --windows 1 \
+    --preset mae_vit_huge_patch14 --batch-size 64
+echo "total $(( $(date +%s) - start ))s" | tee -a "$out/summary.txt"
