@@ -39,7 +39,7 @@ step() {  # step NAME MAX_SECONDS COMMAND...
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python3 -c "import jax, torch, transformers, keras; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, 'transformers', transformers.__version__, 'keras', keras.__version__)"
+    KERAS_BACKEND=jax python3 -c "import jax, torch, transformers, keras; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, 'transformers', transformers.__version__, 'keras', keras.__version__)"
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt" | grep -v Warning | head -4
 

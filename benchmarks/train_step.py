@@ -56,6 +56,16 @@ CONFIGS = {
 BACKENDS = ("jax", "tensorflow", "torch")
 MASK_RATIO = 0.75
 
+if "KERAS_BACKEND" not in os.environ:
+    # The driver and the HF worker read the presets through keras_mae, which
+    # imports keras: give it a backend that is installed (GPU machines often
+    # have no TensorFlow, Keras' default).
+    import importlib.util
+
+    os.environ["KERAS_BACKEND"] = next(
+        (b for b in BACKENDS if importlib.util.find_spec(b)), "jax"
+    )
+
 
 def preset_architecture(name):
     # Read the preset table without importing keras (the driver stays light).
