@@ -1,9 +1,13 @@
+import functools
+
 import keras
 from keras import ops
 
 # Pad each attention call to a multiple of this many tokens, masking the padded
-# keys (None: never). See `set_attention_padding`.
-ATTENTION_PADDING = {"multiple": None}
+# keys (None: never; "auto": where it enables cuDNN flash attention). See
+# `set_attention_padding`.
+ATTENTION_PADDING = {"multiple": "auto"}
+AUTO_MULTIPLE = 64  # cuDNN flash attention's sequence-length granule (JAX)
 
 
 def set_attention_padding(multiple):
@@ -17,18 +21,48 @@ def set_attention_padding(multiple):
     costs the extra tokens' work and is meant for GPUs with flash attention;
     on CPUs it only slows things down. Set it before the model is traced.
 
+    On one H100 (ViT-B/16 MAE, batch 256, bf16, JAX) padding to 64 raised the
+    training step from 3,092 to 4,150 images/s and lowered peak memory from
+    23.9 to 18.1 GiB (BENCHMARKS.md).
+
     Args:
-        multiple: int >= 2, or None to switch padding off (the default).
+        multiple: int >= 2; None to switch padding off; or "auto" (the
+            default): 64 under the JAX backend on a GPU with float16/bfloat16
+            attention inputs (where cuDNN flash attention applies), none
+            elsewhere.
 
     Example:
     >>> keras_mae.vit_block.set_attention_padding(64)  # GPU + flash attention
     """
-    if multiple is not None and (isinstance(multiple, bool) or int(multiple) != multiple
-                                 or multiple < 2):
+    if multiple is None or multiple == "auto":
+        ATTENTION_PADDING["multiple"] = multiple
+        return
+    if isinstance(multiple, (bool, str)) or int(multiple) != multiple or multiple < 2:
         raise ValueError(
-            f"multiple must be an integer >= 2 or None. Received: multiple={multiple!r}"
+            "multiple must be an integer >= 2, None or 'auto'. "
+            f"Received: multiple={multiple!r}"
         )
-    ATTENTION_PADDING["multiple"] = None if multiple is None else int(multiple)
+    ATTENTION_PADDING["multiple"] = int(multiple)
+
+
+@functools.lru_cache(maxsize=None)
+def jax_gpu_available():
+    """Whether the JAX backend runs on a GPU (asked once)."""
+    try:
+        return bool(keras.distribution.list_devices("gpu"))
+    except (RuntimeError, ValueError):  # no GPU platform
+        return False
+
+
+def attention_padding_multiple(dtype):
+    """The padding multiple in force for attention inputs of `dtype` (or None)."""
+    multiple = ATTENTION_PADDING["multiple"]
+    if multiple != "auto":
+        return multiple
+    half = keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16")
+    if keras.backend.backend() == "jax" and half and jax_gpu_available():
+        return AUTO_MULTIPLE
+    return None
 
 
 def padded_attention(q, k, v, multiple):
@@ -151,8 +185,9 @@ class ViTBlock(keras.layers.Layer):
         # One unstack rather than three slices: its gradient is a single stack,
         # where each slice's gradient zero-fills a full qkv-sized tensor (torch).
         q, k, v = ops.unstack(qkv, 3, axis=2)  # (B, N, heads, hd) each
-        if ATTENTION_PADDING["multiple"] and tokens is not None:
-            out = padded_attention(q, k, v, ATTENTION_PADDING["multiple"])
+        multiple = attention_padding_multiple(q.dtype)
+        if multiple and tokens is not None:
+            out = padded_attention(q, k, v, multiple)
         else:
             out = ops.dot_product_attention(q, k, v)  # (B, N, heads, hd)
         out = ops.reshape(out, (-1, tokens, self.hidden_dim))  # (B, N, D)

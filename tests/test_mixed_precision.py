@@ -92,7 +92,7 @@ def test_mixed_float16_fit_uses_loss_scaling_and_stays_finite():
 @pytest.fixture
 def attention_padding():
     yield vit_block.set_attention_padding
-    vit_block.set_attention_padding(None)
+    vit_block.set_attention_padding("auto")
 
 
 def test_padded_attention_equals_unpadded_outputs_and_gradients(attention_padding):
@@ -126,6 +126,22 @@ def test_padded_mae_matches_unpadded_mae(attention_padding):
     mae.make_predict_function(force=True)  # retrace with padding on
     padded = mae.predict_on_batch(data)["pred"]
     np.testing.assert_allclose(padded, plain, atol=1e-5)
+
+
+def test_auto_padding_only_for_half_precision_jax_on_a_gpu(attention_padding, monkeypatch):
+    assert vit_block.ATTENTION_PADDING["multiple"] == "auto"  # the default
+    on_gpu = {"value": False}
+    monkeypatch.setattr(vit_block, "jax_gpu_available", lambda: on_gpu["value"])
+    assert vit_block.attention_padding_multiple("bfloat16") is None  # no GPU
+    on_gpu["value"] = True
+    jax = keras.backend.backend() == "jax"
+    assert vit_block.attention_padding_multiple("bfloat16") == (64 if jax else None)
+    assert vit_block.attention_padding_multiple("float16") == (64 if jax else None)
+    assert vit_block.attention_padding_multiple("float32") is None  # no flash in fp32
+    attention_padding(None)
+    assert vit_block.attention_padding_multiple("bfloat16") is None
+    attention_padding(16)
+    assert vit_block.attention_padding_multiple("float32") == 16
 
 
 @pytest.mark.parametrize("bad", [0, 1, 2.5, True, "64"])
