@@ -19,7 +19,7 @@ Configurations:
 Usage:
     python benchmarks/train_step.py --config cpu --repeats 3
     python benchmarks/train_step.py --config gpu --impls hf jax torch --repeats 2
-    python benchmarks/train_step.py --config gpu --impls jax --pad-attention 64
+    python benchmarks/train_step.py --config gpu --impls jax --pad-attention none
     python benchmarks/train_step.py --config gpu --impls jax torch --repeats 1 \
         --preset mae_vit_large_patch16 --batch-size 128
 
@@ -138,8 +138,10 @@ def run_keras(args, config):
     gpu = on_gpu(backend)
     if config["precision"] == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
-    if args.pad_attention:
-        keras_mae.vit_block.set_attention_padding(args.pad_attention)
+    padding = {"auto": "auto", "none": None}.get(args.pad_attention, args.pad_attention)
+    keras_mae.vit_block.set_attention_padding(
+        padding if padding in ("auto", None) else int(padding)
+    )
     keras.utils.set_random_seed(0)
     mae = keras_mae.MaskedAutoencoder.from_preset(
         config["preset"], norm_pix_loss=config["norm_pix_loss"], mask_ratio=MASK_RATIO
@@ -354,8 +356,7 @@ def run_one(args, impl):
         command += ["--batch-size", str(args.batch_size)]
     if args.preset:
         command += ["--preset", args.preset]
-    if args.pad_attention:
-        command += ["--pad-attention", str(args.pad_attention)]
+    command += ["--pad-attention", args.pad_attention]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -375,9 +376,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=0, help="override the config")
     parser.add_argument("--preset", default="", help="override the config's preset "
                         "(e.g. mae_vit_large_patch16 to check that it fits in memory)")
-    parser.add_argument("--pad-attention", type=int, default=0,
-                        help="keras_mae: pad attention to a multiple of this many tokens "
-                        "(for cuDNN flash attention under JAX on a GPU; 0 = off)")
+    parser.add_argument("--pad-attention", default="auto",
+                        help="keras_mae: pad attention to a multiple of N tokens (cuDNN "
+                        "flash attention), 'none', or 'auto' (the library default: 64 "
+                        "under JAX on a GPU in 16-bit, none elsewhere)")
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--feed", default="auto", choices=["auto", "device", "host"],
                         help="keras_mae: the batch as a device tensor (auto: on a GPU) or "
