@@ -180,8 +180,9 @@ def write_reconstructions(mae, images, mean, std, path):
     masked, filled = mae.reconstruct(images)
     normalized = mae.augmentation(images, training=False)
 
-    def to_unit(x):
-        return np.clip(np.asarray(keras.ops.convert_to_numpy(x)) * std + mean, 0.0, 1.0)
+    def to_unit(x):  # normalised -> [0, 1] (mean and std are on the 0-255 scale)
+        x = np.asarray(keras.ops.convert_to_numpy(x), "float32")
+        return np.clip((x * std + mean) / 255.0, 0.0, 1.0)
 
     write_png(path, image_grid([to_unit(normalized), to_unit(masked), to_unit(filled)],
                                scale=4))
