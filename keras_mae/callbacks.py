@@ -13,6 +13,7 @@ gradients) and the number of completed epochs, written atomically at the end
 of each epoch.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -203,10 +204,11 @@ def pretraining_callbacks(output_dir, held_out_images=None, mean=None, std=None,
             ReconstructionImages(held_out_images, output_dir, mean, std, every=image_every)
         )
     if tensorboard:
-        try:
-            import tensorboard  # noqa: F401  (keras.callbacks.TensorBoard needs it)
-        except ImportError:
-            print("TensorBoard logs skipped: pip install tensorboard to write them.")
+        # keras.callbacks.TensorBoard writes through tensorflow.summary on every backend.
+        missing = [m for m in ("tensorflow", "tensorboard") if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"TensorBoard logs skipped: Keras' TensorBoard callback needs "
+                  f"{' and '.join(missing)} (pip install tensorflow tensorboard).")
         else:
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
     return callbacks

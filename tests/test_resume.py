@@ -176,3 +176,19 @@ def test_non_finite_loss_stops_with_clear_message():
     x = np.full((8, 2), 1e10, "float32")
     with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
         model.fit(x, x[:, :1], epochs=3, batch_size=4, verbose=0, callbacks=[StopOnNonFiniteLoss()])
+
+
+def test_pretraining_callbacks_write_tensorboard_logs(tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tensorboard")
+    from keras_mae.callbacks import pretraining_callbacks
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((8, 2), "float32")
+    callbacks = pretraining_callbacks(str(tmp_path))
+    assert any(isinstance(c, keras.callbacks.TensorBoard) for c in callbacks)
+    model.fit(x, x[:, :1], epochs=2, batch_size=4, verbose=0, callbacks=callbacks)
+    events = os.listdir(tmp_path / "logs" / "train")
+    assert any(name.startswith("events.out.tfevents") for name in events)
+    assert sorted(os.listdir(tmp_path / "checkpoint"))  # the epoch checkpoint too
