@@ -36,7 +36,10 @@ def masked_patch_loss(target, pred, mask):
     pred = ops.cast(pred, "float32")
     mask = ops.cast(mask, "float32")
     per_patch = ops.mean(ops.square(pred - target), axis=-1)  # (B, L)
-    return ops.sum(per_patch * mask) / ops.maximum(ops.sum(mask), 1.0)
+    count = ops.sum(mask)
+    # ones_like, not the Python 1.0: under torch a Python scalar is uploaded to the
+    # GPU, a host-device sync every step.
+    return ops.sum(per_patch * mask) / ops.maximum(count, ops.ones_like(count))
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
