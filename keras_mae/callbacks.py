@@ -186,6 +186,14 @@ class ReconstructionImages(keras.callbacks.Callback):
             self.write(os.path.join(self.directory, f"reconstruction_epoch_{epoch + 1:04d}.png"))
 
 
+def installed(module):
+    """Whether `module` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def pretraining_callbacks(output_dir, held_out_images=None, mean=None, std=None,
                           image_every=10, tensorboard=True):
     """The callbacks of a resumable pre-training run writing into `output_dir`.
@@ -205,7 +213,7 @@ def pretraining_callbacks(output_dir, held_out_images=None, mean=None, std=None,
         )
     if tensorboard:
         # keras.callbacks.TensorBoard writes through tensorflow.summary on every backend.
-        missing = [m for m in ("tensorflow", "tensorboard") if importlib.util.find_spec(m) is None]
+        missing = [m for m in ("tensorflow", "tensorboard") if not installed(m)]
         if missing:
             print(f"TensorBoard logs skipped: Keras' TensorBoard callback needs "
                   f"{' and '.join(missing)} (pip install tensorflow tensorboard).")
