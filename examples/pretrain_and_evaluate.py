@@ -18,8 +18,9 @@ mean/std normalisation, as Keras layers in the model. Then:
    drop path, label smoothing);
 
 steps 2 and 3 for the pre-trained encoder and for the same encoder at random
-initialisation (`--epochs 0`: the random-init baseline alone). It prints one line per result and writes `results.json`,
-`reconstructions.png` and `encoder.keras` into `--output-dir`. The README's
+initialisation (`--epochs 0`: the random-init baseline alone). It prints one
+line per result and writes `results.json`, `reconstructions.png` and
+`encoder.keras` into `--output-dir`. The README's
 CIFAR-10 table comes from this script (the command is there).
 """
 
@@ -35,10 +36,8 @@ import keras_mae
 from keras_mae.data.image_folder import load_image_folder
 from keras_mae.data.image_folder import split_per_class
 from keras_mae.finetune import build_classifier
-from keras_mae.linear_probe import compile_probe
-from keras_mae.linear_probe import lars_for
-from keras_mae.linear_probe import probe_head
-from keras_mae.optimizers import layer_decay_optimizer
+from keras_mae.finetune import compile_classifier
+from keras_mae.linear_probe import probe_on_features
 from keras_mae.optimizers import pretraining_optimizer
 from keras_mae.presets import preset_config
 from keras_mae.schedules import scaled_learning_rate
@@ -93,6 +92,10 @@ def load(args):
     return (images, labels), (test_images, test_labels), class_names
 
 
+def normalization(mean, std):
+    return keras.layers.Normalization(mean=mean, variance=np.square(std))
+
+
 def augmentation(image_shape, mean, std, scale, seed):
     """On-device augmentation: random resized crop, flip, normalisation."""
     height, width, _ = image_shape
@@ -100,7 +103,7 @@ def augmentation(image_shape, mean, std, scale, seed):
         [
             keras_mae.RandomResizedCrop(height, width, scale=scale, seed=seed),
             keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.Normalization(mean=mean, variance=np.square(std)),
+            normalization(mean, std),
         ],
         name="augmentation",
     )
@@ -192,7 +195,7 @@ def frozen_features(encoder, images, mean, std, batch_size, poolings):
     """`{pooling: features}` of the frozen encoder (after its final norm) on
     uncropped images, from one pass."""
     inputs = keras.Input(images.shape[1:], dtype="uint8")
-    normalized = keras.layers.Normalization(mean=mean, variance=np.square(std))(inputs)
+    normalized = normalization(mean, std)(inputs)
     tokens = encoder(normalized, training=False)
     outputs = {pooling: keras_mae.TokenPooling(pooling)(tokens) for pooling in poolings}
     features = keras.Model(inputs, outputs).predict(images, batch_size=batch_size, verbose=0)
@@ -205,19 +208,15 @@ def linear_probe(args, encoder, train, test, mean, std, num_classes):
                               args.probe_pooling)
     x_test = frozen_features(encoder, test[0], mean, std, args.probe_batch_size,
                              args.probe_pooling)
-    steps = int(np.ceil(len(train[0]) / args.probe_batch_size))
     results = {}
     for pooling in args.probe_pooling:
         results[pooling] = {}
         for blr in args.probe_blr:
             keras.utils.set_random_seed(args.seed)
-            head = probe_head(num_classes)
-            compile_probe(head, lars_for(args.probe_epochs, steps, args.probe_batch_size, blr))
-            head.fit(x_train[pooling], train[1], batch_size=args.probe_batch_size,
-                     epochs=args.probe_epochs, shuffle=True, verbose=0)
-            _, accuracy = head.evaluate(x_test[pooling], test[1],
-                                        batch_size=args.probe_batch_size, verbose=0)
-            results[pooling][str(blr)] = float(accuracy)
+            results[pooling][str(blr)], _, _ = probe_on_features(
+                x_train[pooling], train[1], x_test[pooling], test[1], num_classes,
+                args.probe_epochs, args.probe_batch_size, blr,
+            )
     return results
 
 
@@ -230,15 +229,10 @@ def finetune(args, encoder, train, test, mean, std, num_classes):
     one_hot = np.eye(num_classes, dtype="float32")
     batches = ShuffledBatches((train[0], one_hot[train[1]]), args.finetune_batch_size,
                               args.seed)
-    steps = len(batches)
-    lr = scaled_learning_rate(args.finetune_blr, args.finetune_batch_size)
-    schedule = warmup_cosine_for(lr, args.finetune_epochs, steps,
-                                 min(5, args.finetune_epochs), 1e-6)
-    model.compile(
-        optimizer=layer_decay_optimizer(model, encoder.num_layers, schedule,
-                                        layer_decay=args.layer_decay),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
-        metrics=["accuracy"],
+    compile_classifier(
+        model, encoder.num_layers, args.finetune_epochs, len(batches),
+        args.finetune_batch_size, args.finetune_blr, layer_decay=args.layer_decay,
+        label_smoothing=0.1,
     )
     model.fit(batches, epochs=args.finetune_epochs, verbose=0)
     logits = model.predict(test[0], batch_size=args.finetune_batch_size, verbose=0)

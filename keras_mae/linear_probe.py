@@ -69,12 +69,28 @@ def compile_probe(model, optimizer):
     )
 
 
+def predict_with_labels(model, dataset):
+    """`(model outputs, labels)` over a dataset of `(images, labels)` batches."""
+    outputs = model.predict(dataset.map(lambda images, labels: images), verbose=0)  # jit
+    labels = np.concatenate([labels for _, labels in dataset.as_numpy_iterator()])
+    return np.asarray(outputs), labels
+
+
 def cls_features(encoder, dataset):
     """The cls token of `encoder` for every batch of `dataset` ((images, labels))."""
-    pool = keras.Sequential([encoder, TokenPooling("cls")])
-    features = pool.predict(dataset.map(lambda images, labels: images), verbose=0)  # jit
-    labels = np.concatenate([labels for _, labels in dataset.as_numpy_iterator()])
-    return np.asarray(features), labels
+    return predict_with_labels(keras.Sequential([encoder, TokenPooling("cls")]), dataset)
+
+
+def probe_on_features(x_train, y_train, x_test, y_test, num_classes, epochs=90,
+                      batch_size=256, base_learning_rate=0.1, warmup_epochs=10, verbose=0):
+    """Train the probe head on cached features; returns `(accuracy, head, history)`."""
+    steps = int(np.ceil(len(x_train) / batch_size))
+    head = probe_head(num_classes)
+    compile_probe(head, lars_for(epochs, steps, batch_size, base_learning_rate, warmup_epochs))
+    history = head.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True,
+                       verbose=verbose)
+    _, accuracy = head.evaluate(x_test, y_test, batch_size=batch_size, verbose=0)
+    return float(accuracy), head, history
 
 
 def linear_probe(encoder, train_source, test_source, epochs=90, batch_size=256,
@@ -108,12 +124,10 @@ def linear_probe(encoder, train_source, test_source, epochs=90, batch_size=256,
         train_data = eval_dataset(train_source, image_size, batch_size, crop_fraction)
         x_train, y_train = cls_features(encoder, train_data)
         x_test, y_test = cls_features(encoder, test_data)
-        steps = int(np.ceil(len(x_train) / batch_size))
-        model = probe_head(num_classes)
-        compile_probe(model, lars_for(epochs, steps, batch_size, base_learning_rate, warmup_epochs))
-        history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs,
-                            shuffle=True, verbose=verbose)
-        _, accuracy = model.evaluate(x_test, y_test, batch_size=batch_size, verbose=0)
+        accuracy, model, history = probe_on_features(
+            x_train, y_train, x_test, y_test, num_classes, epochs, batch_size,
+            base_learning_rate, warmup_epochs, verbose,
+        )
     else:
         model = build_linear_probe(encoder, num_classes)
         dataset, steps = train_dataset(
