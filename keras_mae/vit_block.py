@@ -59,10 +59,11 @@ def attention_padding_multiple(dtype):
     multiple = ATTENTION_PADDING["multiple"]
     if multiple != "auto":
         return multiple
+    # Cheapest test first: eager torch asks this in every block of every step.
+    if keras.backend.backend() != "jax":
+        return None
     half = keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16")
-    if keras.backend.backend() == "jax" and half and jax_gpu_available():
-        return AUTO_MULTIPLE
-    return None
+    return AUTO_MULTIPLE if half and jax_gpu_available() else None
 
 
 def padded_attention(q, k, v, multiple):
