@@ -8,7 +8,7 @@ smoothing 0.1, random erasing 0.25, warmup then cosine.
 
 Layer-wise decay is `keras_mae.optimizers.LayerDecayAdamW`: a learning-rate
 multiplier per variable path, applied in `update_step` on every backend.
-Augmentation runs in `tf.data` with Keras' own layers (RandAugment,
+Augmentation (`keras_mae.data.finetune_augmentations`) runs in `tf.data` with Keras' own layers (RandAugment,
 RandomErasing, MixUp, CutMix), which work there under every backend.
 """
 
@@ -81,50 +81,6 @@ def build_classifier(encoder, num_classes, image_shape=None, drop_path_rate=0.1)
     return keras.Model(images, logits, name="mae_classifier")
 
 
-def augmentations(num_classes, randaugment_magnitude=9, random_erasing=0.25, mixup=0.8,
-                  cutmix=1.0, label_smoothing=0.1, seed=0):
-    """The fine-tuning augmentation as `(image_transform, batch_transform)` for
-    `keras_mae.data.train_dataset` (TensorFlow-side; Keras layers in tf.data)."""
-    import tensorflow as tf
-
-    layers = {}
-    if randaugment_magnitude:
-        layers["randaugment"] = keras.layers.RandAugment(
-            value_range=(0, 1), num_ops=2, factor=randaugment_magnitude / 10, seed=seed
-        )
-    if random_erasing:
-        layers["erasing"] = keras.layers.RandomErasing(
-            factor=random_erasing, value_range=(0, 1), seed=seed
-        )
-    mix = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else None
-    cut = keras.layers.CutMix(factor=cutmix, seed=seed) if cutmix else None
-
-    def image_transform(image, element_seed):
-        if "randaugment" in layers:
-            image = layers["randaugment"](image, training=True)
-        if "erasing" in layers:
-            image = layers["erasing"](image, training=True)
-        return tf.clip_by_value(image, 0.0, 1.0)
-
-    def batch_transform(images, labels):
-        labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
-        if not (mix or cut):
-            return images, labels
-
-        def apply(layer):
-            def fn():
-                out = layer({"images": images, "labels": labels}, training=True)
-                return tf.cast(out["images"], images.dtype), tf.cast(out["labels"], labels.dtype)
-
-            return fn
-
-        if mix and cut:
-            return tf.cond(tf.random.uniform(()) < 0.5, apply(mix), apply(cut))
-        return apply(mix or cut)()
-
-    return image_transform, batch_transform
-
-
 def finetune(encoder, train_source, test_source, epochs=100, batch_size=256,
              base_learning_rate=5e-4, layer_decay=0.65, weight_decay=0.05,
              drop_path_rate=0.1, warmup_epochs=5, randaugment_magnitude=9,
@@ -139,12 +95,13 @@ def finetune(encoder, train_source, test_source, epochs=100, batch_size=256,
         A dict: `"accuracy"` (test top-1), `"model"`, `"history"`.
     """
     from keras_mae.data import eval_dataset
+    from keras_mae.data import finetune_augmentations
     from keras_mae.data import train_dataset
 
     model = build_classifier(encoder, train_source.num_classes, image_shape, drop_path_rate)
     image_size = model.input_shape[1:3]
     num_classes = train_source.num_classes
-    image_transform, batch_transform = augmentations(
+    image_transform, batch_transform = finetune_augmentations(
         num_classes, randaugment_magnitude, random_erasing, mixup, cutmix, label_smoothing, seed
     )
     dataset, steps = train_dataset(

@@ -20,6 +20,7 @@ import dataclasses
 import math
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -509,3 +510,46 @@ def measure_throughput(dataset, batches=50):
         batch = batch[0] if isinstance(batch, tuple) else batch
         images += int(batch.shape[0])
     return images / (time.perf_counter() - start)
+
+
+def finetune_augmentations(num_classes, randaugment_magnitude=9, random_erasing=0.25,
+                           mixup=0.8, cutmix=1.0, label_smoothing=0.1, seed=0):
+    """The fine-tuning augmentation as `(image_transform, batch_transform)` for
+    `train_dataset` (TensorFlow-side; Keras layers in tf.data): RandAugment,
+    random erasing, then label smoothing and mixup or cutmix per batch."""
+    layers = {}
+    if randaugment_magnitude:
+        layers["randaugment"] = keras.layers.RandAugment(
+            value_range=(0, 1), num_ops=2, factor=randaugment_magnitude / 10, seed=seed
+        )
+    if random_erasing:
+        layers["erasing"] = keras.layers.RandomErasing(
+            factor=random_erasing, value_range=(0, 1), seed=seed
+        )
+    mix = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else None
+    cut = keras.layers.CutMix(factor=cutmix, seed=seed) if cutmix else None
+
+    def image_transform(image, element_seed):
+        if "randaugment" in layers:
+            image = layers["randaugment"](image, training=True)
+        if "erasing" in layers:
+            image = layers["erasing"](image, training=True)
+        return tf.clip_by_value(image, 0.0, 1.0)
+
+    def batch_transform(images, labels):
+        labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
+        if not (mix or cut):
+            return images, labels
+
+        def apply(layer):
+            def fn():
+                out = layer({"images": images, "labels": labels}, training=True)
+                return tf.cast(out["images"], images.dtype), tf.cast(out["labels"], labels.dtype)
+
+            return fn
+
+        if mix and cut:
+            return tf.cond(tf.random.uniform(()) < 0.5, apply(mix), apply(cut))
+        return apply(mix or cut)()
+
+    return image_transform, batch_transform
