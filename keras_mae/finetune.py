@@ -8,8 +8,9 @@ smoothing 0.1, random erasing 0.25, warmup then cosine.
 
 Layer-wise decay is `keras_mae.optimizers.LayerDecayAdamW`: a learning-rate
 multiplier per variable path, applied in `update_step` on every backend.
-Augmentation (`keras_mae.data.finetune_augmentations`) runs in `tf.data` with Keras' own layers (RandAugment,
-RandomErasing, MixUp, CutMix), which work there under every backend.
+Augmentation (`keras_mae.data.finetune_augmentations`) runs in `tf.data` with
+Keras' own layers (RandAugment, RandomErasing, MixUp, CutMix), which work there
+under every backend.
 """
 
 import keras
