@@ -55,6 +55,39 @@ def outputs_loss_grads(model, inputs):
     return outputs, float(numpy(loss)), grads
 
 
+def function_grads(fn, x, variables):
+    """Gradients of the scalar `fn(x)` with respect to `x` and `variables`, as numpy."""
+    backend = keras.backend.backend()
+    x = keras.ops.convert_to_tensor(x)
+    if backend == "jax":
+        import jax
+
+        def f(x, values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(x)
+
+        grad_x, grad_vars = jax.grad(f, argnums=(0, 1))(x, [v.value for v in variables])
+        grads = [grad_x, *grad_vars]
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+        grads = tape.gradient(value, [x, *[v.value for v in variables]])
+    elif backend == "torch":
+        x = x.detach().clone().requires_grad_(True)
+        for v in variables:
+            v.value.grad = None
+        fn(x).backward()
+        grads = [x.grad, *[v.value.grad for v in variables]]
+    else:
+        raise ValueError(f"no gradient helper for backend {backend!r}")
+    if backend == "torch":
+        grads = [g.detach() for g in grads]
+    return [np.asarray(keras.ops.convert_to_numpy(g)) for g in grads]
+
+
 def rel_err(a, b):
     """max |a - b| / max |b|: the relative error used by the numerics tests."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

@@ -143,6 +143,12 @@ def test_vit_block_drop_path_only_in_training():
     # Some samples drop a whole branch, so they differ from inference.
     differs = np.abs(train - eval_a).reshape(64, -1).max(axis=1) > 1e-6
     assert 0 < differs.sum() <= 64
+    # Drop path drops a sample's whole branch, every token of it: where both
+    # branches are dropped (p = 1/4) the sample comes out as it went in, and no
+    # sample has some tokens passed through and others not.
+    passed = np.abs(train - x).max(axis=-1) == 0  # (samples, tokens)
+    assert np.all(passed.all(axis=1) == passed.any(axis=1))
+    assert 4 <= passed.all(axis=1).sum() <= 32
 
 
 def test_vit_block_validates_and_roundtrips():
