@@ -119,6 +119,18 @@ def layer_norm(layer, x):
     return ops.cast(out, x.dtype)
 
 
+def gelu(x):
+    """Exact (erf) GELU, `x / 2 * (1 + erf(x / sqrt(2)))`: torch's formula.
+
+    Under JAX and TensorFlow `ops.gelu(approximate=False)` goes through erfc,
+    which XLA expands into two polynomial branches and an exponential; erf is
+    one clamped rational polynomial. Under PyTorch, Keras' fused kernel.
+    """
+    if keras.backend.backend() == "torch":
+        return ops.gelu(x, approximate=False)
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
 @keras.saving.register_keras_serializable(package="keras_mae")
 class ViTBlock(keras.layers.Layer):
     """Pre-norm transformer block of ViT / MAE.
@@ -218,7 +230,7 @@ class ViTBlock(keras.layers.Layer):
         return call_sublayer(self.proj, out)
 
     def mlp(self, rows):
-        hidden = ops.gelu(call_sublayer(self.fc1, rows), approximate=False)
+        hidden = gelu(call_sublayer(self.fc1, rows))
         return call_sublayer(self.fc2, hidden)
 
     def drop_path(self, rows, tokens, training):

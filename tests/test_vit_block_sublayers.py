@@ -1,15 +1,18 @@
 """`ViTBlock`'s fast paths compute what its sublayers' public `__call__` computes.
 
 The block calls its sublayers' `call` directly (`vit_block.call_sublayer`,
-host time under eager PyTorch), works on (B * N, D) rows and, under XLA, writes
-the LayerNorm arithmetic itself (`vit_block.layer_norm`). These tests pin that
-none of it changes the numbers beyond float rounding: the block must equal the
-same computation written with the sublayers' `__call__` on (B, N, D) tensors, in
-float32 and under `mixed_bfloat16` (where the autocast scope the sublayers rely
-on is the block's), `layer_norm` must equal Keras' `LayerNormalization` in
-values and gradients, and a quantized block must still go through the quantized
-kernels.
+host time under eager PyTorch), works on (B * N, D) rows and, under XLA,
+writes the LayerNorm and GELU arithmetic itself (`vit_block.layer_norm`,
+`vit_block.gelu`). These tests pin that none of it changes the numbers beyond
+float rounding: the block must equal the same computation written with the
+sublayers' `__call__` on (B, N, D) tensors, in float32 and under
+`mixed_bfloat16` (where the autocast scope the sublayers rely on is the
+block's); `layer_norm` must equal float64 numpy and Keras' `LayerNormalization`
+in values and gradients; `gelu` must equal the erf GELU and its derivative; and
+a quantized block must still go through the quantized kernels.
 """
+
+import math
 
 import keras
 import numpy as np
@@ -126,3 +129,13 @@ def test_layer_norm_equals_keras_layer_normalization(dtype):
         ]
         for a, b in zip(*grads):  # input, gamma, beta
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_gelu_is_exact_erf_gelu_with_its_derivative():
+    x = np.linspace(-8.0, 8.0, 2001).astype("float32")
+    x64 = x.astype(np.float64)
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(x64 / math.sqrt(2.0)))
+    pdf = np.exp(-0.5 * x64**2) / math.sqrt(2.0 * math.pi)
+    np.testing.assert_allclose(to_numpy(vit_block.gelu(x)), x64 * cdf, rtol=1e-6, atol=1e-6)
+    (grad,) = function_grads(lambda t: ops.sum(vit_block.gelu(t)), x, [])
+    np.testing.assert_allclose(grad, cdf + x64 * pdf, rtol=1e-5, atol=1e-5)
