@@ -1,64 +1,31 @@
-"""Loss and gradients of a keras-mae model through the current backend's own
-autodiff (test code: the model itself never does this).
+"""Values and gradients through the current backend's own autodiff (test code:
+the model itself never does this).
 
+`value_and_grads(fn, variables, x)` is the one place that dispatches on the
+backend; on JAX the forward and backward pass are one jitted function (far
+quicker to compile than op-by-op eager dispatch). On top of it:
 `outputs_loss_grads(model, inputs)` returns `(outputs, loss, grads)` as numpy:
 the model's output dict, the loss and `{variable.path: gradient}`, with
-`inputs` the `{"images", "noise"}` dict that `compute_loss` takes. On JAX the
-forward and backward pass are one jitted function (far quicker to compile than
-op-by-op eager dispatch).
+`inputs` the `{"images", "noise"}` dict that `compute_loss` takes;
+`function_grads(fn, x, variables)` the gradients of a scalar function.
 """
 
 import keras
 import numpy as np
 
 
-def outputs_loss_grads(model, inputs):
-    inputs = {k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()}
-    trainable = list(model.trainable_variables)
+def to_numpy(x):
+    if keras.backend.backend() == "torch":
+        x = x.detach()
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def value_and_grads(fn, variables, x=None):
+    """`fn(x)` returns `(scalar, aux)`; returns `(scalar, aux, grads)`, the
+    gradients (numpy) for `x` first where it is given, then for `variables`."""
     backend = keras.backend.backend()
-
-    def forward():
-        outputs = model(inputs, training=False)
-        return model.compute_loss(x=inputs, y_pred=outputs, training=False), outputs
-
-    if backend == "jax":
-        import jax
-
-        def loss_fn(values):
-            with keras.StatelessScope(state_mapping=list(zip(trainable, values))):
-                return forward()
-
-        grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
-        (loss, outputs), grads = grad_fn([v.value for v in trainable])
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss, outputs = forward()
-        grads = tape.gradient(loss, [v.value for v in trainable])
-    elif backend == "torch":
-        for v in trainable:
-            v.value.grad = None
-        loss, outputs = forward()
-        loss.backward()
-        grads = [v.value.grad for v in trainable]
-    else:
-        raise ValueError(f"no gradient helper for backend {backend!r}")
-
-    def numpy(x):
-        if backend == "torch":
-            x = x.detach()
-        return np.asarray(keras.ops.convert_to_numpy(x))
-
-    grads = {v.path: numpy(g) for v, g in zip(trainable, grads)}
-    outputs = {k: numpy(v) for k, v in outputs.items()}
-    return outputs, float(numpy(loss)), grads
-
-
-def function_grads(fn, x, variables):
-    """Gradients of the scalar `fn(x)` with respect to `x` and `variables`, as numpy."""
-    backend = keras.backend.backend()
-    x = keras.ops.convert_to_tensor(x)
+    if x is not None:
+        x = keras.ops.convert_to_tensor(x)
     if backend == "jax":
         import jax
 
@@ -66,26 +33,50 @@ def function_grads(fn, x, variables):
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 return fn(x)
 
-        grad_x, grad_vars = jax.grad(f, argnums=(0, 1))(x, [v.value for v in variables])
-        grads = [grad_x, *grad_vars]
+        argnums = (0, 1) if x is not None else 1
+        grad_fn = jax.jit(jax.value_and_grad(f, argnums=argnums, has_aux=True))
+        (value, aux), grads = grad_fn(x, [v.value for v in variables])
+        grads = [grads[0], *grads[1]] if x is not None else list(grads)
     elif backend == "tensorflow":
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = fn(x)
-        grads = tape.gradient(value, [x, *[v.value for v in variables]])
+            if x is not None:
+                tape.watch(x)
+            value, aux = fn(x)
+        sources = [v.value for v in variables]
+        grads = tape.gradient(value, sources if x is None else [x, *sources])
     elif backend == "torch":
-        x = x.detach().clone().requires_grad_(True)
+        if x is not None:
+            x = x.detach().clone().requires_grad_(True)
         for v in variables:
             v.value.grad = None
-        fn(x).backward()
-        grads = [x.grad, *[v.value.grad for v in variables]]
+        value, aux = fn(x)
+        value.backward()
+        grads = [v.value.grad for v in variables]
+        grads = grads if x is None else [x.grad, *grads]
     else:
         raise ValueError(f"no gradient helper for backend {backend!r}")
-    if backend == "torch":
-        grads = [g.detach() for g in grads]
-    return [np.asarray(keras.ops.convert_to_numpy(g)) for g in grads]
+    return value, aux, [to_numpy(g) for g in grads]
+
+
+def outputs_loss_grads(model, inputs):
+    inputs = {k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()}
+    trainable = list(model.trainable_variables)
+
+    def forward(_):
+        outputs = model(inputs, training=False)
+        return model.compute_loss(x=inputs, y_pred=outputs, training=False), outputs
+
+    loss, outputs, grads = value_and_grads(forward, trainable)
+    grads = {v.path: g for v, g in zip(trainable, grads)}
+    outputs = {k: to_numpy(v) for k, v in outputs.items()}
+    return outputs, float(to_numpy(loss)), grads
+
+
+def function_grads(fn, x, variables):
+    """Gradients of the scalar `fn(x)` with respect to `x` and `variables`, as numpy."""
+    return value_and_grads(lambda x: (fn(x), None), variables, x)[2]
 
 
 def rel_err(a, b):
