@@ -74,18 +74,11 @@ def main():
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
 
     import jax
-    import keras
     import numpy as np
+    from train_step import CONFIGS  # benchmarks/ is on the path of its scripts
+    from train_step import build_keras_mae
 
-    import keras_mae
-
-    keras.utils.set_random_seed(0)
-    mae = keras_mae.MaskedAutoencoder.from_preset(args.preset, mask_ratio=0.75)
-    mae.compile(
-        optimizer=keras.optimizers.AdamW(
-            learning_rate=1.5e-4, beta_1=0.9, beta_2=0.95, weight_decay=0.05
-        )
-    )
+    mae = build_keras_mae(dict(CONFIGS["cpu"], preset=args.preset))
     rng = np.random.default_rng(0)
     images = rng.standard_normal((args.batch_size * args.steps, *mae.image_shape), "float32")
     fit = dict(batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False)

@@ -128,6 +128,25 @@ def peak_host_memory_gib():
 # --------------------------------------------------------------------------- keras
 
 
+def build_keras_mae(config, jit_compile="auto"):
+    """keras_mae's model of `config`, seeded, compiled with the benchmark's AdamW."""
+    import keras
+
+    import keras_mae
+
+    keras.utils.set_random_seed(0)
+    mae = keras_mae.MaskedAutoencoder.from_preset(
+        config["preset"], norm_pix_loss=config["norm_pix_loss"], mask_ratio=MASK_RATIO
+    )
+    mae.compile(
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=1.5e-4, beta_1=0.9, beta_2=0.95, weight_decay=0.05
+        ),
+        jit_compile=jit_compile,
+    )
+    return mae
+
+
 def run_keras(args, config):
     import keras
     import numpy as np
@@ -142,16 +161,7 @@ def run_keras(args, config):
     keras_mae.vit_block.set_attention_padding(
         padding if padding in ("auto", None) else int(padding)
     )
-    keras.utils.set_random_seed(0)
-    mae = keras_mae.MaskedAutoencoder.from_preset(
-        config["preset"], norm_pix_loss=config["norm_pix_loss"], mask_ratio=MASK_RATIO
-    )
-    mae.compile(
-        optimizer=keras.optimizers.AdamW(
-            learning_rate=1.5e-4, beta_1=0.9, beta_2=0.95, weight_decay=0.05
-        ),
-        jit_compile=args.jit_compile,
-    )
+    mae = build_keras_mae(config, args.jit_compile)
     batch = config["batch_size"]
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, *mae.image_shape), dtype="float32")
