@@ -237,10 +237,11 @@ class ViTBlock(keras.layers.Layer):
         if not training or self.drop_path_rate == 0:
             return rows
         keep = 1.0 - self.drop_path_rate
-        samples = ops.shape(rows)[0] // tokens
-        draw = keras.random.uniform((samples, 1, 1), seed=self.seed_generator, dtype=rows.dtype)
-        kept = ops.reshape(rows, (samples, tokens, -1)) * ops.cast(draw < keep, rows.dtype)
-        return ops.reshape(kept / keep, (-1, self.hidden_dim))
+        samples = ops.reshape(rows, (-1, tokens, self.hidden_dim))
+        shape = (ops.shape(samples)[0], 1, 1)
+        draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=rows.dtype)
+        kept = samples * ops.cast(draw < keep, rows.dtype) / keep
+        return ops.reshape(kept, (-1, self.hidden_dim))
 
     def call(self, x, training=None):
         # The block works on (B * N, D) rows: every Dense is then a plain 2-D
