@@ -2,12 +2,19 @@
 
 One training step is forward + backward + AdamW (betas 0.9/0.95, weight decay
 0.05) on a fixed batch, mask ratio 0.75. keras_mae runs its own `fit` (the
-step Keras compiles for the backend: XLA under JAX and TensorFlow, eager under
-PyTorch); Hugging Face `ViTMAEForPreTraining` (sdpa attention) runs a plain
-torch loop with `torch.optim.AdamW` on the same architecture and batch. Each
-implementation runs in its own subprocess, one after the other, and the whole
-round is repeated, so ratios are taken between numbers measured minutes apart
-on the same machine.
+step Keras compiles for the backend: XLA under JAX; under TensorFlow XLA on a
+GPU and a graph without XLA on a CPU-only machine, where Keras'
+`jit_compile="auto"` turns XLA off; eager under PyTorch); Hugging Face
+`ViTMAEForPreTraining` (sdpa attention) runs a plain torch loop with
+`torch.optim.AdamW` on the same architecture and batch. Each
+implementation runs in its own subprocess and times `--windows` windows of
+`--steps` steps after a warm-up window; only one process works at a time.
+With `--schedule interleaved` (the default on the CPU) the processes take
+turns window by window, so each ratio compares windows taken seconds apart
+(a shared or virtual machine's speed drifts by tens of percent over minutes);
+`sequential` (the default on a GPU, where each process needs the device's
+memory) runs them one after the other. The whole round is repeated
+`--repeats` times.
 
 Configurations:
     cpu: preset `mae_vit_tiny_patch4` (32x32, patch 4, 192-d x 12 blocks, 3
@@ -17,7 +24,7 @@ Configurations:
         norm_pix_loss.
 
 Usage:
-    python benchmarks/train_step.py --config cpu --repeats 3
+    python benchmarks/train_step.py --config cpu --repeats 2
     python benchmarks/train_step.py --config gpu --impls hf jax torch --repeats 2
     python benchmarks/train_step.py --config gpu --impls jax --pad-attention none
     python benchmarks/train_step.py --config gpu --impls jax torch --repeats 1 \
@@ -37,6 +44,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 CONFIGS = {
@@ -186,6 +194,8 @@ def run_keras(args, config):
             self.windows = []
 
         def on_epoch_begin(self, epoch, logs=None):
+            if epoch:  # the first epoch runs in the turn that built the model
+                wait_for_turn()
             self.start = clocks()
 
         def on_epoch_end(self, epoch, logs=None):
@@ -312,6 +322,8 @@ def run_hf(args, config):
 
     windows = []
     for window in range(1 + args.windows):
+        if window:  # the first window runs in the turn that built the model
+            wait_for_turn()
         start = clocks()
         for _ in range(args.steps):
             loss = step()
@@ -332,7 +344,15 @@ def run_hf(args, config):
 # --------------------------------------------------------------------------- driver
 
 
+def wait_for_turn():
+    """Tell the driver this worker is idle, and wait until it says to go on."""
+    print("READY", flush=True)
+    if not sys.stdin.readline():
+        sys.exit("benchmark driver went away")
+
+
 def worker(args):
+    wait_for_turn()  # before the imports: building a model is work too
     config = dict(CONFIGS[args.config])
     if args.batch_size:
         config["batch_size"] = args.batch_size
@@ -352,27 +372,107 @@ def worker(args):
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_one(args, impl):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    if impl != "hf":
-        env["KERAS_BACKEND"] = impl
-    command = [
-        sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl,
-        "--config", args.config, "--steps", str(args.steps),
-        "--windows", str(args.windows), "--jit-compile", args.jit_compile,
-        "--feed", args.feed,
-    ]
-    if args.batch_size:
-        command += ["--batch-size", str(args.batch_size)]
-    if args.preset:
-        command += ["--preset", args.preset]
-    command += ["--pad-attention", args.pad_attention]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-    raise RuntimeError(f"{impl} benchmark failed with exit code {done.returncode}")
+class Worker:
+    """One implementation's benchmark process, run one turn at a time.
+
+    The process builds its model and warms up in its first turn and times one
+    window in each later turn; between turns it waits on its stdin, idle.
+    """
+
+    def __init__(self, args, impl):
+        self.impl = impl
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        if impl != "hf":
+            env["KERAS_BACKEND"] = impl
+        command = [
+            sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl,
+            "--config", args.config, "--steps", str(args.steps),
+            "--windows", str(args.windows), "--jit-compile", args.jit_compile,
+            "--feed", args.feed, "--pad-attention", args.pad_attention,
+        ]
+        if args.batch_size:
+            command += ["--batch-size", str(args.batch_size)]
+        if args.preset:
+            command += ["--preset", args.preset]
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            command, env=env, text=True, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.stderr,
+        )
+        self.output = []
+        self.result = None
+        self.read_until_idle()  # started and waiting for its first turn
+
+    def read_until_idle(self):
+        """Read the worker's output up to READY (True) or its RESULT (False)."""
+        for line in self.process.stdout:
+            if line.startswith("READY"):
+                return True
+            if line.startswith("RESULT "):
+                self.result = json.loads(line[len("RESULT "):])
+                self.process.wait()
+                return False
+            self.output.append(line)
+        self.process.wait()
+        self.stderr.seek(0)
+        sys.stderr.write("".join(self.output)[-3000:] + self.stderr.read()[-3000:])
+        raise RuntimeError(
+            f"{self.impl} benchmark failed with exit code {self.process.returncode}"
+        )
+
+    def turn(self):
+        """Let the worker run its next turn; False once it has reported."""
+        try:
+            self.process.stdin.write("go\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it died: read_until_idle reports how
+            pass
+        return self.read_until_idle()
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_round(args):
+    """{impl: result} of one round, in the schedule's order of turns."""
+    interleaved = args.schedule == "interleaved" or (
+        args.schedule == "auto" and args.config == "cpu"
+    )
+    results, workers = {}, []
+
+    def start(impl):
+        try:
+            workers.append(Worker(args, impl))
+            return workers[-1]
+        except RuntimeError as error:  # report it, keep the others' numbers
+            print(f"FAILED {impl}: {error}", flush=True)
+
+    def take_turn(worker):
+        try:
+            if worker.turn():
+                return True
+            results[worker.impl] = worker.result
+            print(json.dumps(worker.result), flush=True)
+        except RuntimeError as error:
+            print(f"FAILED {worker.impl}: {error}", flush=True)
+        return False
+
+    try:
+        if interleaved:
+            active = [worker for worker in map(start, args.impls) if worker]
+            while active:
+                active = [worker for worker in active if take_turn(worker)]
+        else:
+            for impl in args.impls:
+                worker = start(impl)
+                while worker and take_turn(worker):
+                    pass
+    finally:
+        for worker in workers:
+            worker.kill()
+    return results
 
 
 def main():
@@ -394,6 +494,11 @@ def main():
     parser.add_argument("--feed", default="auto", choices=["auto", "device", "host"],
                         help="keras_mae: the batch as a device tensor (auto: on a GPU) or "
                         "numpy arrays through fit (auto: on a CPU)")
+    parser.add_argument("--schedule", default="auto",
+                        choices=["auto", "interleaved", "sequential"],
+                        help="interleaved: the processes take turns window by window; "
+                        "sequential: one after the other (auto: interleaved on the cpu "
+                        "config, sequential on the gpu one)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -401,17 +506,7 @@ def main():
         args.jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
         return worker(args)
 
-    rounds = []
-    for _ in range(args.repeats):
-        results = {}
-        for impl in args.impls:
-            try:
-                results[impl] = run_one(args, impl)
-            except RuntimeError as error:  # report it, keep the others' numbers
-                print(f"FAILED {impl}: {error}", flush=True)
-                continue
-            print(json.dumps(results[impl]), flush=True)
-        rounds.append(results)
+    rounds = [run_round(args) for _ in range(args.repeats)]
     args.impls = [i for i in args.impls if all(i in r for r in rounds)]
     if args.impls:
         print_table(args, rounds)
