@@ -118,13 +118,14 @@ def training_flops_per_image(config, mask_ratio=MASK_RATIO):
 
 
 def clocks():
-    """(wall, process CPU) seconds; CPU time counts every thread of the process."""
-    return time.perf_counter(), time.process_time()
+    """(wall, process CPU, Unix time) seconds; CPU time counts every thread."""
+    return time.perf_counter(), time.process_time(), time.time()
 
 
 def elapsed(start):
-    wall, cpu = clocks()
-    return wall - start[0], cpu - start[1]
+    """(wall, CPU) seconds since `start = clocks()`, and the Unix time it began."""
+    wall, cpu, _ = clocks()
+    return wall - start[0], cpu - start[1], start[2]
 
 
 def peak_host_memory_gib():
@@ -210,6 +211,7 @@ def run_keras(args, config):
         "impl": backend,
         "windows_s": [w[0] for w in timer.windows[1:]],
         "windows_cpu_s": [w[1] for w in timer.windows[1:]],
+        "windows_began": [w[2] for w in timer.windows[1:]],  # Unix time
         "first_window_s": timer.windows[0][0],
         "loss": timer.loss,
         "peak_gib": peak_device_memory_gib(backend) if gpu else peak_host_memory_gib(),
@@ -333,6 +335,7 @@ def run_hf(args, config):
         "impl": "hf",
         "windows_s": [w[0] for w in windows[1:]],
         "windows_cpu_s": [w[1] for w in windows[1:]],
+        "windows_began": [w[2] for w in windows[1:]],  # Unix time
         "first_window_s": windows[0][0],
         "loss": loss,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else peak_host_memory_gib(),
