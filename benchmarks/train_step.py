@@ -41,6 +41,7 @@ when other work shares the machine) with its ratio, and the peak memory
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -509,6 +510,10 @@ def main():
         args.jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
         return worker(args)
 
+    # `timeout` (gpu_session.sh) stops the driver with SIGTERM: exit through the
+    # `finally` of run_round, which kills the workers, so that none of them goes
+    # on holding the device into the next step.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     rounds = [run_round(args) for _ in range(args.repeats)]
     args.impls = [i for i in args.impls if all(i in r for r in rounds)]
     if args.impls:
