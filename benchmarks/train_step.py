@@ -437,6 +437,7 @@ class Worker:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self.stderr.close()
 
 
 def run_round(args):

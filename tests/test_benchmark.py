@@ -1,4 +1,5 @@
-"""The training-step benchmark runs end to end, and its CPU schedule interleaves.
+"""The training-step benchmark: it runs end to end, its CPU schedule interleaves,
+and its FLOP count matches REFERENCE.md.
 
 `benchmarks/train_step.py` is what BENCHMARKS.md's numbers come from; this runs
 it on the micro preset (seconds, not a timing: nothing here asserts a speed)
@@ -16,6 +17,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 WINDOWS = 2
+
+
+def import_train_step():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import train_step
+
+    return train_step
 
 
 def run_benchmark(*extra):
@@ -89,9 +97,7 @@ class FakeWorker:
 @pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one session is enough")
 @pytest.mark.parametrize("schedule", ["interleaved", "sequential"])
 def test_schedules_order_the_turns_and_survive_a_failing_worker(schedule, monkeypatch, capsys):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import train_step
-
+    train_step = import_train_step()
     monkeypatch.setattr(train_step, "Worker", FakeWorker)
     FakeWorker.log = []
     args = type("Args", (), dict(schedule=schedule, config="cpu", impls=["a", "bad", "b"]))
@@ -106,3 +112,17 @@ def test_schedules_order_the_turns_and_survive_a_failing_worker(schedule, monkey
         expected = [("a", k) for k in range(1, turns + 1)] + [("bad", 1), ("bad", 2)]
         expected += [("b", k) for k in range(1, turns + 1)]
     assert FakeWorker.log == expected
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one session is enough")
+def test_benchmark_flop_count_matches_reference_table():
+    # REFERENCE.md: training GFLOP per image at 75% masking, 224 px.
+    train_step = import_train_step()
+    expected = {
+        "mae_vit_base_patch16": 58.7,
+        "mae_vit_large_patch16": 124.5,
+        "mae_vit_huge_patch14": 291.4,
+    }
+    for preset, gflop in expected.items():
+        flops = train_step.training_flops_per_image(train_step.preset_architecture(preset))
+        assert round(flops / 1e9, 1) == gflop
