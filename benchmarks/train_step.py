@@ -71,15 +71,13 @@ if "KERAS_BACKEND" not in os.environ:
     # have no TensorFlow, Keras' default).
     import importlib.util
 
-    os.environ["KERAS_BACKEND"] = next(
-        (b for b in BACKENDS if importlib.util.find_spec(b)), "jax"
-    )
+    os.environ["KERAS_BACKEND"] = next((b for b in BACKENDS if importlib.util.find_spec(b)), "jax")
 
 
 def preset_architecture(name):
     # Read the preset table without importing keras (the driver stays light).
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from keras_mae.presets import preset_config
+    from keras_mae.models.presets import preset_config
 
     config = preset_config(name)
     config.setdefault("mlp_ratio", 4.0)
@@ -138,7 +136,7 @@ def peak_host_memory_gib():
 # --------------------------------------------------------------------------- keras
 
 
-def build_keras_mae(config, jit_compile="auto"):
+def build_keras_mae(config, jit_compile="auto", attention_padding="auto"):
     """keras_mae's model of `config`, seeded, compiled with the benchmark's AdamW."""
     import keras
 
@@ -146,7 +144,10 @@ def build_keras_mae(config, jit_compile="auto"):
 
     keras.utils.set_random_seed(0)
     mae = keras_mae.MaskedAutoencoder.from_preset(
-        config["preset"], norm_pix_loss=config["norm_pix_loss"], mask_ratio=MASK_RATIO
+        config["preset"],
+        norm_pix_loss=config["norm_pix_loss"],
+        mask_ratio=MASK_RATIO,
+        attention_padding=attention_padding,
     )
     mae.compile(
         optimizer=keras.optimizers.AdamW(
@@ -161,17 +162,13 @@ def run_keras(args, config):
     import keras
     import numpy as np
 
-    import keras_mae
-
     backend = keras.backend.backend()
     gpu = on_gpu(backend)
     if config["precision"] == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
     padding = {"auto": "auto", "none": None}.get(args.pad_attention, args.pad_attention)
-    keras_mae.vit_block.set_attention_padding(
-        padding if padding in ("auto", None) else int(padding)
-    )
-    mae = build_keras_mae(config, args.jit_compile)
+    padding = padding if padding in ("auto", None) else int(padding)
+    mae = build_keras_mae(config, args.jit_compile, padding)
     batch = config["batch_size"]
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, *mae.image_shape), dtype="float32")
@@ -247,7 +244,11 @@ def device_name(backend):
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "cpu"
+    return (
+        tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu")
+        if gpus
+        else "cpu"
+    )
 
 
 def backend_version(backend):
@@ -389,10 +390,23 @@ class Worker:
         if impl != "hf":
             env["KERAS_BACKEND"] = impl
         command = [
-            sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl,
-            "--config", args.config, "--steps", str(args.steps),
-            "--windows", str(args.windows), "--jit-compile", args.jit_compile,
-            "--feed", args.feed, "--pad-attention", args.pad_attention,
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--impl",
+            impl,
+            "--config",
+            args.config,
+            "--steps",
+            str(args.steps),
+            "--windows",
+            str(args.windows),
+            "--jit-compile",
+            args.jit_compile,
+            "--feed",
+            args.feed,
+            "--pad-attention",
+            args.pad_attention,
         ]
         if args.batch_size:
             command += ["--batch-size", str(args.batch_size)]
@@ -400,8 +414,12 @@ class Worker:
             command += ["--preset", args.preset]
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            command, env=env, text=True, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.stderr,
+            command,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
         )
         self.output = []
         self.result = None
@@ -413,16 +431,14 @@ class Worker:
             if line.startswith("READY"):
                 return True
             if line.startswith("RESULT "):
-                self.result = json.loads(line[len("RESULT "):])
+                self.result = json.loads(line[len("RESULT ") :])
                 self.process.wait()
                 return False
             self.output.append(line)
         self.process.wait()
         self.stderr.seek(0)
         sys.stderr.write("".join(self.output)[-3000:] + self.stderr.read()[-3000:])
-        raise RuntimeError(
-            f"{self.impl} benchmark failed with exit code {self.process.returncode}"
-        )
+        raise RuntimeError(f"{self.impl} benchmark failed with exit code {self.process.returncode}")
 
     def turn(self):
         """Let the worker run its next turn; False once it has reported."""
@@ -483,27 +499,45 @@ def run_round(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
-    parser.add_argument("--impls", nargs="+", default=["hf", *BACKENDS],
-                        help="hf and/or Keras backends; each runs in its own process")
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        default=["hf", *BACKENDS],
+        help="hf and/or Keras backends; each runs in its own process",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all impls")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per run")
     parser.add_argument("--batch-size", type=int, default=0, help="override the config")
-    parser.add_argument("--preset", default="", help="override the config's preset "
-                        "(e.g. mae_vit_large_patch16 to check that it fits in memory)")
-    parser.add_argument("--pad-attention", default="auto",
-                        help="keras_mae: pad attention to a multiple of N tokens (cuDNN "
-                        "flash attention), 'none', or 'auto' (the library default: 64 "
-                        "under JAX on a GPU in 16-bit, none elsewhere)")
+    parser.add_argument(
+        "--preset",
+        default="",
+        help="override the config's preset "
+        "(e.g. mae_vit_large_patch16 to check that it fits in memory)",
+    )
+    parser.add_argument(
+        "--pad-attention",
+        default="auto",
+        help="keras_mae: pad attention to a multiple of N tokens (cuDNN "
+        "flash attention), 'none', or 'auto' (the library default: 64 "
+        "under JAX on a GPU in 16-bit, none elsewhere)",
+    )
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
-    parser.add_argument("--feed", default="auto", choices=["auto", "device", "host"],
-                        help="keras_mae: the batch as a device tensor (auto: on a GPU) or "
-                        "numpy arrays through fit (auto: on a CPU)")
-    parser.add_argument("--schedule", default="auto",
-                        choices=["auto", "interleaved", "sequential"],
-                        help="interleaved: the processes take turns window by window; "
-                        "sequential: one after the other (auto: interleaved on the cpu "
-                        "config, sequential on the gpu one)")
+    parser.add_argument(
+        "--feed",
+        default="auto",
+        choices=["auto", "device", "host"],
+        help="keras_mae: the batch as a device tensor (auto: on a GPU) or "
+        "numpy arrays through fit (auto: on a CPU)",
+    )
+    parser.add_argument(
+        "--schedule",
+        default="auto",
+        choices=["auto", "interleaved", "sequential"],
+        help="interleaved: the processes take turns window by window; "
+        "sequential: one after the other (auto: interleaved on the cpu "
+        "config, sequential on the gpu one)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -526,12 +560,16 @@ def print_table(args, rounds):
     config["preset"] = args.preset or config["preset"]
     arch = preset_architecture(config["preset"])
     flops = training_flops_per_image(arch)
-    print(f"\nconfig {args.config}: {config['preset']}, batch "
-          f"{args.batch_size or config['batch_size']}, {config['precision']}, "
-          f"{flops / 1e9:.3f} GFLOP per training image, {len(rounds)} round(s), "
-          f"device {rounds[0][args.impls[0]]['device']}")
-    print("| implementation | images/s (median) | all rounds | ratio to HF | TFLOP/s "
-          "| images per CPU-s | CPU ratio to HF | peak GiB |")
+    print(
+        f"\nconfig {args.config}: {config['preset']}, batch "
+        f"{args.batch_size or config['batch_size']}, {config['precision']}, "
+        f"{flops / 1e9:.3f} GFLOP per training image, {len(rounds)} round(s), "
+        f"device {rounds[0][args.impls[0]]['device']}"
+    )
+    print(
+        "| implementation | images/s (median) | all rounds | ratio to HF | TFLOP/s "
+        "| images per CPU-s | CPU ratio to HF | peak GiB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
 
     def median_ratio(key, impl):
@@ -546,9 +584,11 @@ def print_table(args, rounds):
         cpu_speed = statistics.median(r[impl]["images_per_cpu_s"] for r in rounds)
         name = "HF ViTMAEForPreTraining (torch)" if impl == "hf" else f"keras_mae ({impl})"
         peak = max(r[impl]["peak_gib"] for r in rounds)
-        print(f"| {name} | {speed:.1f} | {', '.join(f'{s:.1f}' for s in speeds)} "
-              f"| {median_ratio('images_per_s', impl)} | {speed * flops / 1e12:.3f} "
-              f"| {cpu_speed:.1f} | {median_ratio('images_per_cpu_s', impl)} | {peak:.2f} |")
+        print(
+            f"| {name} | {speed:.1f} | {', '.join(f'{s:.1f}' for s in speeds)} "
+            f"| {median_ratio('images_per_s', impl)} | {speed * flops / 1e12:.3f} "
+            f"| {cpu_speed:.1f} | {median_ratio('images_per_cpu_s', impl)} | {peak:.2f} |"
+        )
 
 
 if __name__ == "__main__":

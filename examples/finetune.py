@@ -23,7 +23,7 @@ import keras  # noqa: E402
 
 import keras_mae  # noqa: E402,F401  (registers the encoder classes)
 from keras_mae.data import load_source  # noqa: E402
-from keras_mae.finetune import finetune  # noqa: E402
+from keras_mae.recipes.finetune import finetune  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -43,8 +43,12 @@ def parse_args(argv=None):
     parser.add_argument("--cutmix", type=float, default=1.0)
     parser.add_argument("--smoothing", type=float, default=0.1)
     parser.add_argument("--random-erasing", type=float, default=0.25)
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="fine-tune at this resolution instead of the encoder's")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="fine-tune at this resolution instead of the encoder's",
+    )
     parser.add_argument("--crop-fraction", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=2)
@@ -61,16 +65,30 @@ def main(argv=None):
     image_shape = None
     if args.image_size:
         image_shape = (args.image_size, args.image_size, channels)
-    print(f"backend {keras.backend.backend()}: {len(train)} training and {len(test)} test "
-          f"images, {train.num_classes} classes, encoder {args.encoder}")
+    print(
+        f"backend {keras.backend.backend()}: {len(train)} training and {len(test)} test "
+        f"images, {train.num_classes} classes, encoder {args.encoder}"
+    )
     result = finetune(
-        encoder, train, test, epochs=args.epochs, batch_size=args.batch_size,
-        base_learning_rate=args.base_learning_rate, layer_decay=args.layer_decay,
-        weight_decay=args.weight_decay, drop_path_rate=args.drop_path,
-        warmup_epochs=args.warmup_epochs, randaugment_magnitude=args.randaugment,
-        random_erasing=args.random_erasing, mixup=args.mixup, cutmix=args.cutmix,
-        label_smoothing=args.smoothing, image_shape=image_shape,
-        crop_fraction=args.crop_fraction, seed=args.seed, verbose=args.verbose,
+        encoder,
+        train,
+        test,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        base_learning_rate=args.base_learning_rate,
+        layer_decay=args.layer_decay,
+        weight_decay=args.weight_decay,
+        drop_path_rate=args.drop_path,
+        warmup_epochs=args.warmup_epochs,
+        randaugment_magnitude=args.randaugment,
+        random_erasing=args.random_erasing,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        label_smoothing=args.smoothing,
+        image_shape=image_shape,
+        crop_fraction=args.crop_fraction,
+        seed=args.seed,
+        verbose=args.verbose,
     )
     print(f"test accuracy: {result['accuracy']:.4f}")
 

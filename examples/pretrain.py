@@ -26,53 +26,74 @@ import keras
 import numpy as np
 
 import keras_mae
+from keras_mae.data.digits import load_digits
 from keras_mae.distribute import runner
-from keras_mae.datasets import load_digits
-from keras_mae.probe import linear_probe_accuracy
-from keras_mae.visualization import save_reconstruction_grid
-from keras_mae.callbacks import pretraining_callbacks
-from keras_mae.callbacks import restore_checkpoint
-from keras_mae.optimizers import pretraining_optimizer
-from keras_mae.schedules import warmup_cosine_for
+from keras_mae.recipes.callbacks import pretraining_callbacks
+from keras_mae.recipes.callbacks import restore_checkpoint
+from keras_mae.recipes.optimizers import pretraining_optimizer
+from keras_mae.recipes.probe import linear_probe_accuracy
+from keras_mae.recipes.schedules import warmup_cosine_for
+from keras_mae.recipes.visualization import save_reconstruction_grid
 
 DATASETS = ("digits",)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="mae_vit_micro_patch2", choices=sorted(keras_mae.PRESETS))
-    parser.add_argument("--dataset", default="digits",
-                        help="digits | tfds:NAME | folder:PATH (PATH/train/<class>/*.jpg)")
+    parser.add_argument(
+        "--preset", default="mae_vit_micro_patch2", choices=sorted(keras_mae.PRESETS)
+    )
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits | tfds:NAME | folder:PATH (PATH/train/<class>/*.jpg)",
+    )
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
-    parser.add_argument("--accumulation-steps", type=int, default=None,
-                        help="gradient accumulation: effective batch = batch x steps")
-    parser.add_argument("--image-every", type=int, default=10,
-                        help="write a reconstruction PNG every N epochs")
+    parser.add_argument(
+        "--accumulation-steps",
+        type=int,
+        default=None,
+        help="gradient accumulation: effective batch = batch x steps",
+    )
+    parser.add_argument(
+        "--image-every", type=int, default=10, help="write a reconstruction PNG every N epochs"
+    )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--mask-ratio", type=float, default=None,
-                        help="fraction of patches removed (default: the preset's)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3,
-                        help="peak learning rate of AdamW after warmup")
+    parser.add_argument(
+        "--mask-ratio",
+        type=float,
+        default=None,
+        help="fraction of patches removed (default: the preset's)",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=2e-3, help="peak learning rate of AdamW after warmup"
+    )
     parser.add_argument("--warmup-epochs", type=int, default=5)
     parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--norm-pix-loss", action="store_true",
-                        help="regress per-patch normalised pixels (the paper's best)")
+    parser.add_argument(
+        "--norm-pix-loss",
+        action="store_true",
+        help="regress per-patch normalised pixels (the paper's best)",
+    )
     parser.add_argument("--probe-epochs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="mae_output")
     parser.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity")
-    parser.add_argument("--distribution", default="none", choices=runner.CHOICES,
-                        help="jax: data_parallel | model_parallel; tensorflow: mirrored | "
-                        "multi_worker | tpu; torch: ddp (launch with torchrun). "
-                        "--batch-size is the global batch")
+    parser.add_argument(
+        "--distribution",
+        default="none",
+        choices=runner.CHOICES,
+        help="jax: data_parallel | model_parallel; tensorflow: mirrored | "
+        "multi_worker | tpu; torch: ddp (launch with torchrun). "
+        "--batch-size is the global batch",
+    )
     args = parser.parse_args(argv)
     if args.dataset not in DATASETS and not args.dataset.startswith(("tfds:", "folder:")):
         parser.error(f"unknown dataset {args.dataset!r}; available: {', '.join(DATASETS)}")
     if args.epochs < 0:
         parser.error(f"--epochs must be 0 or more, got {args.epochs}")
     return args
-
 
 
 def build_and_restore(args, steps_per_epoch, **overrides):
@@ -82,11 +103,17 @@ def build_and_restore(args, steps_per_epoch, **overrides):
     if args.mask_ratio is not None:
         overrides["mask_ratio"] = args.mask_ratio
     mae = keras_mae.MaskedAutoencoder.from_preset(args.preset, seed=args.seed, **overrides)
-    schedule = warmup_cosine_for(args.learning_rate, args.epochs, steps_per_epoch,
-                                 args.warmup_epochs)
-    mae.compile(optimizer=pretraining_optimizer(
-        mae, schedule, weight_decay=args.weight_decay,
-        gradient_accumulation_steps=args.accumulation_steps))
+    schedule = warmup_cosine_for(
+        args.learning_rate, args.epochs, steps_per_epoch, args.warmup_epochs
+    )
+    mae.compile(
+        optimizer=pretraining_optimizer(
+            mae,
+            schedule,
+            weight_decay=args.weight_decay,
+            gradient_accumulation_steps=args.accumulation_steps,
+        )
+    )
     checkpoint = os.path.join(args.output_dir, "checkpoint")
     initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
     if initial_epoch:
@@ -101,35 +128,52 @@ def pretrain_on_source(args, run):
     from keras_mae.data import load_source
     from keras_mae.data import take_images
     from keras_mae.data import train_dataset
-    from keras_mae.presets import preset_config
+    from keras_mae.models.presets import preset_config
 
     image_shape = tuple(preset_config(args.preset)["image_shape"])
     train = load_source(args.dataset, "train", args.data_dir, channels=image_shape[-1])
     test = load_source(args.dataset, "test", args.data_dir, channels=image_shape[-1])
-    print(f"backend {keras.backend.backend()}: {len(train)} training and {len(test)} "
-          f"held-out images from {args.dataset}, cropped to {image_shape}")
+    print(
+        f"backend {keras.backend.backend()}: {len(train)} training and {len(test)} "
+        f"held-out images from {args.dataset}, cropped to {image_shape}"
+    )
     mae, initial_epoch = build_and_restore(args, len(train) // args.batch_size)
     mean, std = default_mean_std(image_shape[-1])
     held_out = take_images(eval_dataset(test, image_shape[:2], 8, with_labels=False), 8)
     if args.epochs > initial_epoch:
         start = time.time()
-        dataset, steps = train_dataset(train, image_shape[:2], args.batch_size,
-                                       epochs=args.epochs, initial_epoch=initial_epoch,
-                                       seed=args.seed)
+        dataset, steps = train_dataset(
+            train,
+            image_shape[:2],
+            args.batch_size,
+            epochs=args.epochs,
+            initial_epoch=initial_epoch,
+            seed=args.seed,
+        )
         history = run.fit(
-            mae, dataset, batch_size=None, epochs=args.epochs, verbose=args.verbose,
-            initial_epoch=initial_epoch, steps_per_epoch=steps,
-            callbacks=pretraining_callbacks(args.output_dir, held_out, mean, std,
-                                            image_every=args.image_every),
+            mae,
+            dataset,
+            batch_size=None,
+            epochs=args.epochs,
+            verbose=args.verbose,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            callbacks=pretraining_callbacks(
+                args.output_dir, held_out, mean, std, image_every=args.image_every
+            ),
         )
         losses = history.history["loss"]
-        print(f"pre-training: epochs {initial_epoch + 1}-{args.epochs} in "
-              f"{time.time() - start:.0f} s, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+        print(
+            f"pre-training: epochs {initial_epoch + 1}-{args.epochs} in "
+            f"{time.time() - start:.0f} s, loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+        )
     mae.save(os.path.join(args.output_dir, "mae.keras"))
     encoder_path = os.path.join(args.output_dir, "encoder.keras")
     mae.encoder.save(encoder_path)
-    print(f"saved {args.output_dir}/mae.keras and {encoder_path}; evaluate with "
-          f"examples/linear_probe.py --encoder {encoder_path} --dataset {args.dataset}")
+    print(
+        f"saved {args.output_dir}/mae.keras and {encoder_path}; evaluate with "
+        f"examples/linear_probe.py --encoder {encoder_path} --dataset {args.dataset}"
+    )
 
 
 def main(argv=None):
@@ -141,11 +185,14 @@ def main(argv=None):
         return pretrain_on_source(args, run)
 
     (x_train, y_train), (x_test, y_test) = load_digits(seed=args.seed)
-    print(f"backend {keras.backend.backend()}: {len(x_train)} training and "
-          f"{len(x_test)} held-out {args.dataset} images of shape {x_train.shape[1:]}")
+    print(
+        f"backend {keras.backend.backend()}: {len(x_train)} training and "
+        f"{len(x_test)} held-out {args.dataset} images of shape {x_train.shape[1:]}"
+    )
 
     mae, initial_epoch = build_and_restore(
-        args, int(np.ceil(len(x_train) / args.batch_size)), image_shape=x_train.shape[1:])
+        args, int(np.ceil(len(x_train) / args.batch_size)), image_shape=x_train.shape[1:]
+    )
     random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
     start = time.time()
     if args.epochs > initial_epoch:
@@ -157,13 +204,16 @@ def main(argv=None):
             batch_size=args.batch_size,
             verbose=args.verbose,
             initial_epoch=initial_epoch,
-            callbacks=pretraining_callbacks(args.output_dir, x_test[:8],
-                                            image_every=args.image_every),
+            callbacks=pretraining_callbacks(
+                args.output_dir, x_test[:8], image_every=args.image_every
+            ),
         )
         losses = history.history["loss"]
-        print(f"pre-training: {args.epochs} epochs in {time.time() - start:.0f} s, "
-              f"loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
-              f"held-out loss {history.history['val_loss'][-1]:.4f}")
+        print(
+            f"pre-training: {args.epochs} epochs in {time.time() - start:.0f} s, "
+            f"loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
+            f"held-out loss {history.history['val_loss'][-1]:.4f}"
+        )
 
     mae.save(os.path.join(args.output_dir, "mae.keras"))
     encoder_path = os.path.join(args.output_dir, "encoder.keras")
@@ -177,8 +227,10 @@ def main(argv=None):
     trained = linear_probe_accuracy(mae.encoder, train, test, poolings, args.probe_epochs)
     random = linear_probe_accuracy(random_encoder, train, test, poolings, args.probe_epochs)
     for pooling in poolings:
-        print(f"linear probe on held-out {args.dataset} ({pooling} pooling): "
-              f"pre-trained {trained[pooling]:.4f} | random init {random[pooling]:.4f}")
+        print(
+            f"linear probe on held-out {args.dataset} ({pooling} pooling): "
+            f"pre-trained {trained[pooling]:.4f} | random init {random[pooling]:.4f}"
+        )
 
 
 if __name__ == "__main__":

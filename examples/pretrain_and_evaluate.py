@@ -35,48 +35,71 @@ import numpy as np
 import keras_mae
 from keras_mae.data.image_folder import load_image_folder
 from keras_mae.data.image_folder import split_per_class
-from keras_mae.finetune import build_classifier
-from keras_mae.finetune import compile_classifier
-from keras_mae.linear_probe import probe_on_features
-from keras_mae.optimizers import pretraining_optimizer
-from keras_mae.presets import preset_config
-from keras_mae.schedules import scaled_learning_rate
-from keras_mae.schedules import warmup_cosine_for
-from keras_mae.visualization import image_grid
-from keras_mae.visualization import write_png
+from keras_mae.models.presets import preset_config
+from keras_mae.recipes.finetune import build_classifier
+from keras_mae.recipes.finetune import compile_classifier
+from keras_mae.recipes.linear_probe import probe_on_features
+from keras_mae.recipes.optimizers import pretraining_optimizer
+from keras_mae.recipes.schedules import scaled_learning_rate
+from keras_mae.recipes.schedules import warmup_cosine_for
+from keras_mae.recipes.visualization import image_grid
+from keras_mae.recipes.visualization import write_png
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="folder with train/<class>/*")
-    parser.add_argument("--holdout-per-class", type=int, default=0,
-                        help="hold out the last N files of each training class as the "
-                        "evaluation split (default: use DIR/test)")
-    parser.add_argument("--preset", default="mae_vit_tiny_patch4",
-                        choices=sorted(keras_mae.PRESETS))
-    parser.add_argument("--epochs", type=int, default=100,
-                        help="pre-training epochs (0: evaluate the random-init encoder only)")
-    parser.add_argument("--max-minutes", type=float, default=0,
-                        help="stop pre-training after this long (0: no limit); the "
-                        "epochs done are reported")
+    parser.add_argument(
+        "--holdout-per-class",
+        type=int,
+        default=0,
+        help="hold out the last N files of each training class as the "
+        "evaluation split (default: use DIR/test)",
+    )
+    parser.add_argument(
+        "--preset", default="mae_vit_tiny_patch4", choices=sorted(keras_mae.PRESETS)
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=100,
+        help="pre-training epochs (0: evaluate the random-init encoder only)",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0,
+        help="stop pre-training after this long (0: no limit); the epochs done are reported",
+    )
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--blr", type=float, default=1.5e-3,
-                        help="pre-training base lr: lr = blr x batch / 256")
+    parser.add_argument(
+        "--blr", type=float, default=1.5e-3, help="pre-training base lr: lr = blr x batch / 256"
+    )
     parser.add_argument("--warmup-epochs", type=int, default=10)
     parser.add_argument("--mask-ratio", type=float, default=0.75)
     parser.add_argument("--probe-epochs", type=int, default=90)
     parser.add_argument("--probe-batch-size", type=int, default=1024)
-    parser.add_argument("--probe-blr", type=float, nargs="+", default=[0.1, 1.6],
-                        help="linear-probe base lrs to try (lr = blr x batch / 256)")
-    parser.add_argument("--probe-pooling", nargs="+", default=["cls"], choices=["cls", "mean"],
-                        help="probe features: the cls token (official) and/or the mean "
-                        "of the patch tokens")
+    parser.add_argument(
+        "--probe-blr",
+        type=float,
+        nargs="+",
+        default=[0.1, 1.6],
+        help="linear-probe base lrs to try (lr = blr x batch / 256)",
+    )
+    parser.add_argument(
+        "--probe-pooling",
+        nargs="+",
+        default=["cls"],
+        choices=["cls", "mean"],
+        help="probe features: the cls token (official) and/or the mean of the patch tokens",
+    )
     parser.add_argument("--finetune-epochs", type=int, default=20, help="0 skips it")
     parser.add_argument("--finetune-batch-size", type=int, default=512)
     parser.add_argument("--finetune-blr", type=float, default=1e-3)
     parser.add_argument("--layer-decay", type=float, default=0.75)
-    parser.add_argument("--precision", default="float32",
-                        choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument(
+        "--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"]
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="mae_eval_output")
     parser.add_argument("--verbose", type=int, default=2)
@@ -128,7 +151,7 @@ class ShuffledBatches(keras.utils.PyDataset):
         return len(self.arrays[0]) // self.batch_size
 
     def __getitem__(self, index):
-        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
         batch = tuple(a[rows] for a in self.arrays)
         return batch if len(batch) > 1 else batch[0]
 
@@ -154,7 +177,10 @@ class TimeLimit(keras.callbacks.Callback):
 
 def pretrain(args, train_images, mean, std, held_out):
     mae = keras_mae.MaskedAutoencoder.from_preset(
-        args.preset, norm_pix_loss=True, mask_ratio=args.mask_ratio, seed=args.seed,
+        args.preset,
+        norm_pix_loss=True,
+        mask_ratio=args.mask_ratio,
+        seed=args.seed,
         augmentation=augmentation(
             preset_config(args.preset)["image_shape"], mean, std, (0.2, 1.0), args.seed
         ),
@@ -171,12 +197,21 @@ def pretrain(args, train_images, mean, std, held_out):
     history = mae.fit(batches, epochs=args.epochs, verbose=args.verbose, callbacks=[limit])
     seconds = time.time() - start
     losses = history.history["loss"]
-    print(f"pre-training: {limit.epochs_done} epochs in {seconds:.0f} s, "
-          f"loss {losses[0]:.4f} -> {losses[-1]:.4f}", flush=True)
-    write_reconstructions(mae, held_out, mean, std,
-                          os.path.join(args.output_dir, "reconstructions.png"))
-    return mae, {"epochs": limit.epochs_done, "seconds": round(seconds, 1),
-                 "first_loss": losses[0], "last_loss": losses[-1], "peak_lr": lr}
+    print(
+        f"pre-training: {limit.epochs_done} epochs in {seconds:.0f} s, "
+        f"loss {losses[0]:.4f} -> {losses[-1]:.4f}",
+        flush=True,
+    )
+    write_reconstructions(
+        mae, held_out, mean, std, os.path.join(args.output_dir, "reconstructions.png")
+    )
+    return mae, {
+        "epochs": limit.epochs_done,
+        "seconds": round(seconds, 1),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "peak_lr": lr,
+    }
 
 
 def write_reconstructions(mae, images, mean, std, path):
@@ -187,8 +222,7 @@ def write_reconstructions(mae, images, mean, std, path):
         x = np.asarray(keras.ops.convert_to_numpy(x), "float32")
         return np.clip((x * std + mean) / 255.0, 0.0, 1.0)
 
-    write_png(path, image_grid([to_unit(normalized), to_unit(masked), to_unit(filled)],
-                               scale=4))
+    write_png(path, image_grid([to_unit(normalized), to_unit(masked), to_unit(filled)], scale=4))
 
 
 def frozen_features(encoder, images, mean, std, batch_size, poolings):
@@ -204,18 +238,24 @@ def frozen_features(encoder, images, mean, std, batch_size, poolings):
 
 def linear_probe(args, encoder, train, test, mean, std, num_classes):
     """`{pooling: {blr: held-out accuracy}}` of the official linear probe."""
-    x_train = frozen_features(encoder, train[0], mean, std, args.probe_batch_size,
-                              args.probe_pooling)
-    x_test = frozen_features(encoder, test[0], mean, std, args.probe_batch_size,
-                             args.probe_pooling)
+    x_train = frozen_features(
+        encoder, train[0], mean, std, args.probe_batch_size, args.probe_pooling
+    )
+    x_test = frozen_features(encoder, test[0], mean, std, args.probe_batch_size, args.probe_pooling)
     results = {}
     for pooling in args.probe_pooling:
         results[pooling] = {}
         for blr in args.probe_blr:
             keras.utils.set_random_seed(args.seed)
             results[pooling][str(blr)], _, _ = probe_on_features(
-                x_train[pooling], train[1], x_test[pooling], test[1], num_classes,
-                args.probe_epochs, args.probe_batch_size, blr,
+                x_train[pooling],
+                train[1],
+                x_test[pooling],
+                test[1],
+                num_classes,
+                args.probe_epochs,
+                args.probe_batch_size,
+                blr,
             )
     return results
 
@@ -227,11 +267,15 @@ def finetune(args, encoder, train, test, mean, std, num_classes):
     augment = augmentation(encoder.image_shape, mean, std, (0.08, 1.0), args.seed)
     model = keras.Model(images, classifier(augment(images)), name="finetune")
     one_hot = np.eye(num_classes, dtype="float32")
-    batches = ShuffledBatches((train[0], one_hot[train[1]]), args.finetune_batch_size,
-                              args.seed)
+    batches = ShuffledBatches((train[0], one_hot[train[1]]), args.finetune_batch_size, args.seed)
     compile_classifier(
-        model, encoder.num_layers, args.finetune_epochs, len(batches),
-        args.finetune_batch_size, args.finetune_blr, layer_decay=args.layer_decay,
+        model,
+        encoder.num_layers,
+        args.finetune_epochs,
+        len(batches),
+        args.finetune_batch_size,
+        args.finetune_blr,
+        layer_decay=args.layer_decay,
         label_smoothing=0.1,
     )
     model.fit(batches, epochs=args.finetune_epochs, verbose=0)
@@ -247,9 +291,12 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     start = time.time()
     train, test, class_names = load(args)
-    print(f"backend {keras.backend.backend()}: {len(train[0])} training and "
-          f"{len(test[0])} held-out images of {len(class_names)} classes, decoded in "
-          f"{time.time() - start:.0f} s", flush=True)
+    print(
+        f"backend {keras.backend.backend()}: {len(train[0])} training and "
+        f"{len(test[0])} held-out images of {len(class_names)} classes, decoded in "
+        f"{time.time() - start:.0f} s",
+        flush=True,
+    )
     pixels = train[0].reshape(-1, train[0].shape[-1]).astype("float32") / 255.0
     mean, std = pixels.mean(0), pixels.std(0)
     # Normalisation layers work on the 0-255 scale of the uint8 inputs.
@@ -262,8 +309,7 @@ def main(argv=None):
         encoders = {"pre-trained": mae.encoder, "random init": random_encoder}
     else:  # --epochs 0: the baseline alone
         encoders = {"random init": mae.encoder}
-    results = {"args": vars(args), "pretraining": pretraining, "backend":
-               keras.backend.backend()}
+    results = {"args": vars(args), "pretraining": pretraining, "backend": keras.backend.backend()}
 
     def save():  # after every result, so an interrupted run keeps what it measured
         with open(os.path.join(args.output_dir, "results.json"), "w") as f:
@@ -272,14 +318,16 @@ def main(argv=None):
     for name, encoder in encoders.items():
         probes = linear_probe(args, encoder, train, test, mean, std, len(class_names))
         for pooling, probe in probes.items():
-            print(f"linear probe ({name}, {pooling}): " + ", ".join(
-                f"blr {blr}: {acc:.4f}" for blr, acc in probe.items()), flush=True)
+            print(
+                f"linear probe ({name}, {pooling}): "
+                + ", ".join(f"blr {blr}: {acc:.4f}" for blr, acc in probe.items()),
+                flush=True,
+            )
             results[f"probe {name} {pooling}"] = probe
         save()
         if args.finetune_epochs:
             accuracy = finetune(args, encoder, train, test, mean, std, len(class_names))
-            print(f"fine-tune ({name}), {args.finetune_epochs} epochs: {accuracy:.4f}",
-                  flush=True)
+            print(f"fine-tune ({name}), {args.finetune_epochs} epochs: {accuracy:.4f}", flush=True)
             results[f"finetune {name}"] = accuracy
             save()
     save()

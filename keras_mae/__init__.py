@@ -1,21 +1,37 @@
 """keras-mae: Masked Autoencoders (He et al., 2021) for Keras 3.
 
-Runs on TensorFlow, JAX and PyTorch; model code speaks only `keras` and
-`keras.ops`.
+Runs on TensorFlow, JAX and PyTorch. The package is built in floors, each
+importing only those below it:
+
+- `kernels`: backend fast paths, each next to its `keras.ops` reference;
+- `layers`: patching, patch embedding, cls token, masking, ViT block, pooling,
+  RandomResizedCrop (`keras` and `keras.ops` only);
+- `models`: `MAEEncoder`, `MAEDecoder`, `MaskedAutoencoder`, presets;
+- `weights`: official and Hugging Face checkpoints (given the class to fill);
+- `data`: digits, image folders, tf.data pipelines (imported on demand);
+- `recipes`: optimizers, schedules, callbacks, pre-training, linear probe,
+  fine-tuning;
+- `distribute`: each backend's multi-device machinery (imported on demand).
+
+`import keras_mae` registers every serialisable class (layers, models,
+optimizers, schedules), so `keras.models.load_model` reads any file the
+package wrote.
 """
 
-from keras_mae.class_token import ClassToken
-from keras_mae.mae_decoder import MAEDecoder
-from keras_mae.mae_encoder import MAEEncoder
-from keras_mae.masked_autoencoder import MaskedAutoencoder
-from keras_mae.patch_encoder import PatchEncoder
-from keras_mae.patching import patchify
-from keras_mae.patching import sincos_position_table
-from keras_mae.patching import unpatchify
-from keras_mae.presets import PRESETS
-from keras_mae.random_masking import RandomMasking
-from keras_mae.random_resized_crop import RandomResizedCrop
-from keras_mae.token_pooling import TokenPooling
-from keras_mae.vit_block import ViTBlock
+from keras_mae.layers import ClassToken
+from keras_mae.layers import PatchEncoder
+from keras_mae.layers import RandomMasking
+from keras_mae.layers import RandomResizedCrop
+from keras_mae.layers import TokenPooling
+from keras_mae.layers import ViTBlock
+from keras_mae.layers import patchify
+from keras_mae.layers import sincos_position_table
+from keras_mae.layers import unpatchify
+from keras_mae.models import PRESETS
+from keras_mae.models import MAEDecoder
+from keras_mae.models import MAEEncoder
+from keras_mae.models import MaskedAutoencoder
+from keras_mae.recipes import optimizers as _optimizers  # noqa: F401  (registers)
+from keras_mae.recipes import schedules as _schedules  # noqa: F401  (registers)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

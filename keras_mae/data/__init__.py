@@ -10,11 +10,23 @@ use, so that `import keras_mae.data.image_folder` works without TensorFlow.
 import importlib
 
 TF_PIPELINE_NAMES = (
-    "IMAGENET_MEAN", "IMAGENET_STD", "ArraySource", "FolderSource", "TFDSSource",
-    "default_mean_std", "denormalize", "eval_dataset", "finetune_augmentations",
-    "load_source", "materialize",
-    "measure_throughput", "random_resized_crop", "random_resized_crop_box",
-    "resize_center_crop", "take_images", "train_dataset",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ArraySource",
+    "FolderSource",
+    "TFDSSource",
+    "default_mean_std",
+    "denormalize",
+    "eval_dataset",
+    "finetune_augmentations",
+    "load_source",
+    "materialize",
+    "measure_throughput",
+    "random_resized_crop",
+    "random_resized_crop_box",
+    "resize_center_crop",
+    "take_images",
+    "train_dataset",
 )
 
 

@@ -18,7 +18,6 @@ uninterrupted run would have seen (for in-memory and folder sources).
 
 import dataclasses
 import math
-import os
 
 import keras
 import numpy as np
@@ -58,9 +57,7 @@ class ArraySource:
             self.labels = np.zeros(len(self.images), "int64")
         self.labels = np.asarray(self.labels).astype("int64")
         if len(self.labels) != len(self.images):
-            raise ValueError(
-                f"{len(self.images)} images but {len(self.labels)} labels."
-            )
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels.")
 
     def __len__(self):
         return len(self.images)
@@ -147,15 +144,15 @@ def load_source(dataset, split="train", data_dir=None, channels=None):
         `num_classes`, `channels`, `class_names`).
     """
     if dataset == "digits":
-        from keras_mae.datasets import load_digits
+        from keras_mae.data.digits import load_digits
 
         train, test = load_digits()
         images, labels = train if split == "train" else test
         return ArraySource(images, labels, [str(i) for i in range(10)])
     if dataset.startswith("folder:"):
-        return load_folder(dataset[len("folder:"):], split, channels)
+        return load_folder(dataset[len("folder:") :], split, channels)
     if dataset.startswith("tfds:"):
-        return load_tfds(dataset[len("tfds:"):], split, data_dir)
+        return load_tfds(dataset[len("tfds:") :], split, data_dir)
     raise ValueError(
         f"unknown dataset {dataset!r}: expected 'digits', 'tfds:NAME' "
         "(e.g. tfds:cifar10) or 'folder:PATH' (PATH/train/<class>/*.jpg)."
@@ -195,8 +192,10 @@ def load_tfds(name, split="train", data_dir=None):
             raise ValueError(f"{name!r} has no split {split!r}; it has {sorted(splits)}.")
         split = fallback[0]
     features = builder.info.features
-    image_key = "image" if "image" in features else next(
-        k for k, f in features.items() if isinstance(f, tfds.features.Image)
+    image_key = (
+        "image"
+        if "image" in features
+        else next(k for k, f in features.items() if isinstance(f, tfds.features.Image))
     )
     label_key = "label" if "label" in features else None
     class_names = features[label_key].names if label_key else []
@@ -271,7 +270,9 @@ def random_resized_crop_box(height, width, seed, scale=(0.2, 1.0), ratio=(3 / 4,
 
     # Fallback: the centre crop, aspect ratio clamped to `ratio`.
     in_ratio = w / h
-    fb_w = tf.where(in_ratio < ratio[0], w, tf.where(in_ratio > ratio[1], tf.round(h * ratio[1]), w))
+    fb_w = tf.where(
+        in_ratio < ratio[0], w, tf.where(in_ratio > ratio[1], tf.round(h * ratio[1]), w)
+    )
     fb_h = tf.where(in_ratio < ratio[0], tf.round(w / ratio[0]), h)
     fb_top = tf.floor((h - fb_h) / 2)
     fb_left = tf.floor((w - fb_w) / 2)
@@ -286,8 +287,9 @@ def random_resized_crop_box(height, width, seed, scale=(0.2, 1.0), ratio=(3 / 4,
     return tuple(tf.unstack(tf.cast(box, tf.int32)))
 
 
-def random_resized_crop(image, size, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3),
-                        interpolation="bicubic"):
+def random_resized_crop(
+    image, size, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bicubic"
+):
     """RandomResizedCrop of one image `(H, W, C)` to `size` `(h, w)`, stateless.
 
     Bicubic by default (the official recipe); values are clipped to the input
@@ -395,9 +397,7 @@ def train_dataset(
     count = len(source)
     steps = count // batch_size
     if steps < 1:
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the {count} training images."
-        )
+        raise ValueError(f"batch_size={batch_size} is larger than the {count} training images.")
     if mean is None or std is None:
         mean, std = default_mean_std(source.channels)
     per_epoch = steps * batch_size
@@ -437,6 +437,7 @@ def train_dataset(
         )
         stream = stream.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     else:
+
         def element_fn(element):
             epoch = element // per_epoch
             position = element % per_epoch
@@ -453,8 +454,16 @@ def train_dataset(
     return stream.prefetch(tf.data.AUTOTUNE), steps
 
 
-def eval_dataset(source, image_size, batch_size, crop_fraction=1.0, mean=None, std=None,
-                 with_labels=True, interpolation="bicubic"):
+def eval_dataset(
+    source,
+    image_size,
+    batch_size,
+    crop_fraction=1.0,
+    mean=None,
+    std=None,
+    with_labels=True,
+    interpolation="bicubic",
+):
     """The evaluation stream: in order, resize + centre crop, normalised, batched.
 
     Args:
@@ -470,6 +479,7 @@ def eval_dataset(source, image_size, batch_size, crop_fraction=1.0, mean=None, s
         return (image, label) if with_labels else image
 
     if isinstance(source, TFDSSource):
+
         def decode(example):
             image = tf.cast(example[source.image_key], tf.float32) / 255.0
             label = example[source.label_key] if source.label_key else tf.constant(0, tf.int64)
@@ -512,8 +522,15 @@ def measure_throughput(dataset, batches=50):
     return images / (time.perf_counter() - start)
 
 
-def finetune_augmentations(num_classes, randaugment_magnitude=9, random_erasing=0.25,
-                           mixup=0.8, cutmix=1.0, label_smoothing=0.1, seed=0):
+def finetune_augmentations(
+    num_classes,
+    randaugment_magnitude=9,
+    random_erasing=0.25,
+    mixup=0.8,
+    cutmix=1.0,
+    label_smoothing=0.1,
+    seed=0,
+):
     """The fine-tuning augmentation as `(image_transform, batch_transform)` for
     `train_dataset` (TensorFlow-side; Keras layers in tf.data): RandAugment,
     random erasing, then label smoothing and mixup or cutmix per batch."""

@@ -75,8 +75,12 @@ class DistributedRun:
                 validation_data = tuple(full_batches(v, batch_size) for v in validation_data)
         if self.kind != "ddp":
             history = model.fit(
-                x, batch_size=batch_size, epochs=epochs, verbose=verbose,
-                validation_data=validation_data, **kwargs,
+                x,
+                batch_size=batch_size,
+                epochs=epochs,
+                verbose=verbose,
+                validation_data=validation_data,
+                **kwargs,
             )
             if keras.backend.backend() == "jax" and self.kind != "none":
                 gather_to_one_device(model)
@@ -95,8 +99,12 @@ class DistributedRun:
             raise ValueError(f"the DDP loop does not take {sorted(kwargs)}")
         steps = max(1, len(x) // batch_size)
         history = torch_ddp.fit(
-            model, model.optimizer, np.asarray(x), batch_size,
-            epochs=epochs - initial_epoch, context=self.context,
+            model,
+            model.optimizer,
+            np.asarray(x),
+            batch_size,
+            epochs=epochs - initial_epoch,
+            context=self.context,
             log_every=steps if verbose else 0,
         )
         torch_ddp.destroy_process_group()

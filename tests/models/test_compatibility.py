@@ -45,7 +45,9 @@ def test_masked_autoencoder_with_augmentation_reproduces(release):
     out = mae({"images": expected["images"], "noise": expected["noise"]}, training=False)
     for key in ("images", "pred", "mask", "ids_restore", "latent"):
         np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(out[key]), expected[f"mae_{key}"], atol=ATOL,
+            keras.ops.convert_to_numpy(out[key]),
+            expected[f"mae_{key}"],
+            atol=ATOL,
             err_msg=key,
         )
     # It keeps training from where it was saved.

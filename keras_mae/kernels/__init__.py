@@ -1,0 +1,47 @@
+"""Backend fast paths, each next to the `keras.ops` reference it must equal.
+
+Layers and models call these functions and never ask which backend runs. Each
+is a `Kernel`: a reference written in `keras.ops` and optional per-backend
+implementations, one of which is chosen once, when this package is imported
+(the Keras backend is fixed by then). `tests/kernels/` checks on every backend
+that the chosen implementation equals the reference in values and gradients.
+
+- `attention`: reference `ops.dot_product_attention`; JAX: zero-pads the
+  tokens to a multiple of 64 for half-precision inputs on a GPU, where cuDNN
+  flash attention then applies.
+- `layer_norm`: reference Keras' `LayerNormalization`; JAX and TensorFlow:
+  centre once, then scale (fewer XLA temporaries); PyTorch: the layer's `call`.
+- `gelu`: reference `ops.gelu(approximate=False)`; JAX and TensorFlow: through
+  `erf` rather than `erfc`.
+- `call_sublayer`: reference `layer(x)`; PyTorch: `layer.call(x)`, skipping
+  the host time of `Layer.__call__`.
+- `scale_loss_for_replicas`: reference the loss as is; TensorFlow: divided by
+  the `tf.distribute` replica count.
+
+`KERAS_MAE_KERNELS=reference` in the environment (read at import) selects
+every reference instead, e.g. to rule a fast path out when chasing a numerical
+difference.
+"""
+
+from keras_mae.kernels.attention import attention
+from keras_mae.kernels.attention import check_attention_padding
+from keras_mae.kernels.attention import padded_attention
+from keras_mae.kernels.gelu import gelu
+from keras_mae.kernels.kernel import Kernel
+from keras_mae.kernels.layer_norm import layer_norm
+from keras_mae.kernels.replicas import scale_loss_for_replicas
+from keras_mae.kernels.sublayer import call_sublayer
+
+KERNELS = (attention, layer_norm, gelu, call_sublayer, scale_loss_for_replicas)
+
+__all__ = [
+    "KERNELS",
+    "Kernel",
+    "attention",
+    "call_sublayer",
+    "check_attention_padding",
+    "gelu",
+    "layer_norm",
+    "padded_attention",
+    "scale_loss_for_replicas",
+]

@@ -1,0 +1,146 @@
+import keras
+import numpy as np
+
+from keras_mae import kernels
+from keras_mae.layers.class_token import ClassToken
+from keras_mae.layers.patch_encoder import PatchEncoder
+from keras_mae.layers.patching import check_image_shape
+from keras_mae.layers.vit_block import ViTBlock
+from keras_mae.models.base import PresetMixin
+from keras_mae.models.base import dtype_config
+
+
+def encode_tokens(tokens, class_token, blocks, norm, training=None):
+    x = class_token(tokens)  # (B, 1 + K, D)
+    for block in blocks:
+        x = block(x, training=training)
+    return norm(x)
+
+
+@keras.saving.register_keras_serializable(package="keras_mae")
+class MAEEncoder(PresetMixin, keras.Model):
+    """The MAE encoder, a plain ViT, as a functional Keras backbone.
+
+    Maps images `(batch, H, W, C)` to tokens `(batch, 1 + L, hidden_dim)`: patch
+    embedding + fixed sin-cos positions, a cls token first, `num_layers`
+    pre-norm blocks and a final LayerNorm, with no masking. A
+    `keras_mae.MaskedAutoencoder` owns one and runs the same layers on the visible
+    patches only (`encode_tokens`), so `mae.encoder` is the pre-trained backbone
+    with no export step. See https://arxiv.org/abs/2111.06377.
+
+    Args:
+        image_shape: tuple `(H, W, C)`; H and W multiples of `patch_size`.
+        patch_size: int, side of a square patch.
+        hidden_dim: int, token width (multiple of 4 and of `num_heads`).
+        num_layers: int, transformer blocks.
+        num_heads: int, attention heads.
+        mlp_ratio: float, MLP width over `hidden_dim`. Defaults to 4.0.
+        layer_norm_epsilon: float. Defaults to 1e-6.
+        drop_path_rate: float, stochastic depth of the last block, rising linearly
+            from 0 at the first (for fine-tuning). Defaults to 0.0.
+        attention_padding: `"auto"`, None or int >= 2; see
+            `keras_mae.ViTBlock`. Defaults to `"auto"`.
+        dtype: dtype policy of the layers, e.g. `"mixed_bfloat16"`.
+
+    Example:
+    >>> encoder = MAEEncoder((32, 32, 3), patch_size=4, hidden_dim=64,
+    ...                      num_layers=2, num_heads=4)
+    >>> encoder(np.zeros((2, 32, 32, 3))).shape
+    (2, 65, 64)
+    >>> classifier = keras.Sequential(
+    ...     [encoder, keras_mae.TokenPooling("cls"), keras.layers.Dense(10)])
+    """
+
+    def __init__(
+        self,
+        image_shape,
+        patch_size,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        mlp_ratio=4.0,
+        layer_norm_epsilon=1e-6,
+        drop_path_rate=0.0,
+        attention_padding="auto",
+        dtype=None,
+        **kwargs,
+    ):
+        image_shape = tuple(image_shape)
+        check_image_shape(image_shape, patch_size)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1. Received: num_layers={num_layers}")
+
+        # === Layers ===
+        # (kept in locals until the functional model exists: torch modules cannot
+        # hold sub-modules before their own __init__)
+        patch_encoder = PatchEncoder(patch_size, hidden_dim, dtype=dtype, name="patch_encoder")
+        class_token = ClassToken(dtype=dtype, name="class_token")
+        rates = np.linspace(0.0, drop_path_rate, num_layers)
+        blocks = [
+            ViTBlock(
+                hidden_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                layer_norm_epsilon=layer_norm_epsilon,
+                drop_path_rate=float(rates[i]),
+                attention_padding=attention_padding,
+                dtype=dtype,
+                name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="norm")
+
+        # === Functional model ===
+        images = keras.Input(shape=image_shape, name="images")
+        tokens = encode_tokens(patch_encoder(images), class_token, blocks, norm)
+        super().__init__(inputs=images, outputs=tokens, dtype=dtype, **kwargs)
+        self.patch_encoder = patch_encoder
+        self.class_token = class_token
+        self.blocks = blocks
+        self.norm = norm
+
+        # === Config ===
+        self.image_shape = image_shape
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.drop_path_rate = drop_path_rate
+        self.attention_padding = kernels.check_attention_padding(attention_padding)
+        self.grid_size = self.patch_encoder.grid_size
+        self.num_patches = self.patch_encoder.num_patches
+
+    def encode_tokens(self, tokens, training=None):
+        """Run cls token + blocks + norm on embedded patch tokens.
+
+        Args:
+            tokens: `(batch, K, hidden_dim)`, position-embedded patch tokens (all
+                of them, or the visible ones after masking).
+
+        Returns:
+            `(batch, 1 + K, hidden_dim)`.
+        """
+        return encode_tokens(tokens, self.class_token, self.blocks, self.norm, training)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": dtype_config(self),
+            "image_shape": self.image_shape,
+            "patch_size": self.patch_size,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "mlp_ratio": self.mlp_ratio,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "drop_path_rate": self.drop_path_rate,
+            "attention_padding": self.attention_padding,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
