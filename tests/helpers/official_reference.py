@@ -2,7 +2,7 @@
 
 Test code: a second oracle that reads the official names (`patch_embed.proj`,
 fused `blocks.N.attn.qkv`, `decoder_*`) directly, written from the semantics in
-REFERENCE.md (timm-style blocks: qkv reshaped to (B, N, 3, heads, head_dim)),
+of the official `models_mae.py` (timm-style blocks: qkv reshaped to (B, N, 3, heads, head_dim)),
 with no Hugging Face and no keras-mae code in between. It checks that the
 official layout itself, not only our HF -> official key map, means what the
 converter assumes.

@@ -16,6 +16,7 @@ import keras_mae
 from keras_mae import kernels
 from tests.conftest import to_numpy
 from tests.helpers.backend_grads import function_grads
+from tests.helpers.backend_grads import to_numpy as detached_numpy
 
 # The module, which the package's `attention` kernel shadows as an attribute.
 attention_module = importlib.import_module("keras_mae.kernels.attention")
@@ -23,8 +24,9 @@ attention_module = importlib.import_module("keras_mae.kernels.attention")
 
 def output_and_input_gradient(block, x, weights):
     """`block(x)` and d sum(block(x) * weights) / dx, with the backend's autodiff."""
+    weights = ops.convert_to_tensor(weights)
     (grad,) = function_grads(lambda t: ops.sum(block(t) * weights), x, [])
-    return to_numpy(block(x)), grad
+    return detached_numpy(block(x)), grad
 
 
 def test_padded_attention_equals_unpadded_outputs_and_gradients():
