@@ -17,7 +17,7 @@ def roundtrip(layer):
 
 
 def official_masking(x, noise, mask_ratio):
-    """REFERENCE.md in numpy: argsort ascending, keep the first int(L*(1-r))."""
+    """The official `random_masking` in numpy: argsort ascending, keep the first int(L*(1-r))."""
     n, length, _ = x.shape
     len_keep = int(length * (1 - mask_ratio))
     ids_shuffle = np.argsort(noise, axis=1)
@@ -95,7 +95,7 @@ def test_masking_config_roundtrip():
 
 
 def numpy_block(x, weights, num_heads, eps=1e-6):
-    """Pre-norm ViT block in float64 numpy, written from REFERENCE.md."""
+    """Pre-norm ViT block in float64 numpy, as the official `models_mae.py` (timm Block)."""
     (g1, b1, wqkv, bqkv, wp, bp, g2, b2, w1, c1, w2, c2) = [
         np.asarray(w, np.float64) for w in weights
     ]

@@ -35,7 +35,7 @@ def test_unpatchify_inverts_patchify():
 
 
 def reference_sincos(dim, grid_h, grid_w):
-    """REFERENCE.md, float64, one position at a time."""
+    """The official `get_2d_sincos_pos_embed` (`util/pos_embed.py`), float64, per position."""
     quarter = dim // 4
     omega = [1.0 / 10000 ** (i / quarter) for i in range(quarter)]
     table = np.zeros((grid_h * grid_w, dim))
