@@ -1,26 +1,26 @@
 #!/bin/bash
-# Every GPU check of BENCHMARKS.md and the README's CIFAR-10 table, in one run that
-# fits a short GPU lease (about 10 minutes on one H100/H200), in priority order;
-# each step gets what is left of the budget and writes its log to $OUT (or ./gpu_out).
+# Every GPU check of BENCHMARKS.md (and a CIFAR-10 run like the README's), in one run
+# of about 10 minutes on one H100, in priority order; each step gets what is left of
+# the time budget and writes its log to $OUT (default ./gpu_out), with a summary.txt.
 #
-#   bash benchmarks/gpu_session.sh [BUDGET_SECONDS] [CIFAR_DIR_OR_TAR_GZ]
+#   bash benchmarks/gpu_session.sh [BUDGET_SECONDS] [CIFAR10_FOLDER_OR_TAR_GZ]
 #
-# Needs jax (CUDA), torch (CUDA), transformers, pillow and keras (the device machine
-# here has no keras: put the wheels in .whl/ with ../shared/gpu/prepare_wheels.sh).
+# Run it from the repository root on a machine with a GPU, after installing a CUDA
+# build of jax and of torch, transformers, pillow, and this package (which brings
+# keras); TensorFlow is not needed:
+#
+#   pip install "jax[cuda13]" torch transformers pillow && pip install -e .
+#
+# The CIFAR-10 step needs an ImageFolder (DIR/train/<class>/*.jpg) or a .tar.gz of
+# one; without it the step is skipped.
 set -u
 budget=${1:-585}
-cifar=${2:-.gpu/cifar10_train_jpeg.tar.gz}
+cifar=${2:-}
 out=${OUT:-gpu_out}
 mkdir -p "$out"
 start=$(date +%s)
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
-if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import keras" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 left() { echo $(( budget - ($(date +%s) - start) )); }
 step() {  # step NAME MAX_SECONDS COMMAND...
@@ -52,18 +52,22 @@ bench="python3 benchmarks/train_step.py --config gpu --repeats 1"
 #    attention, the default there) and on PyTorch, side by side.
 step vit_b16 150 $bench --impls hf jax torch --steps 8 --windows 3
 # 2. CIFAR-10: pre-train, probe and fine-tune, pre-trained vs random init (JAX, bf16).
-step cifar10 300 env KERAS_BACKEND=jax python3 examples/pretrain_and_evaluate.py \
-    --data "$cifar" --holdout-per-class 500 --epochs 80 --max-minutes 1.9 \
-    --batch-size 512 --blr 1e-3 --warmup-epochs 5 --precision mixed_bfloat16 \
-    --probe-blr 0.1 6.4 --probe-pooling cls mean --finetune-epochs 4 \
-    --output-dir /tmp/cifar_out
-cp /tmp/cifar_out/results.json "$out/cifar10_results.json" 2>/dev/null
-cp /tmp/cifar_out/reconstructions.png "$out/cifar10_reconstructions.png" 2>/dev/null
+if [[ -n "$cifar" ]]; then
+    step cifar10 300 env KERAS_BACKEND=jax python3 examples/pretrain_and_evaluate.py \
+        --data "$cifar" --holdout-per-class 500 --epochs 80 --max-minutes 1.9 \
+        --batch-size 512 --blr 1e-3 --warmup-epochs 5 --precision mixed_bfloat16 \
+        --probe-blr 0.1 6.4 --probe-pooling cls mean --finetune-epochs 4 \
+        --output-dir /tmp/cifar_out
+    cp /tmp/cifar_out/results.json "$out/cifar10_results.json" 2>/dev/null
+    cp /tmp/cifar_out/reconstructions.png "$out/cifar10_reconstructions.png" 2>/dev/null
+else
+    echo "== cifar10: skipped, no CIFAR-10 folder given (second argument)" | tee -a "$out/summary.txt"
+fi
 # 3. JAX without the attention padding that enables cuDNN flash attention (the
 #    library pads to 64 by default there): what the padding buys.
 step vit_b16_nopad 60 $bench --impls jax --steps 8 --windows 3 --pad-attention none
-# 4. Memory: ViT-L/16 at batch 128 and ViT-H/14 at batch 64 in bf16 (JAX); measured
-#    2026-11-26 (BENCHMARKS.md), so only with MEMORY=1.
+# 4. Memory: ViT-L/16 at batch 128 and ViT-H/14 at batch 64 in bf16 (JAX); already
+#    measured (BENCHMARKS.md), so only with MEMORY=1.
 [[ ${MEMORY:-0} == 1 ]] || { echo "total $(( $(date +%s) - start ))s" | tee -a "$out/summary.txt"; exit 0; }
 step vit_l16_b128 55 $bench --impls jax --steps 3 --windows 1 \
     --preset mae_vit_large_patch16 --batch-size 128
