@@ -51,6 +51,9 @@ class RandomMasking(keras.layers.Layer):
     """
 
     def __init__(self, mask_ratio=0.75, seed=None, **kwargs):
+        # Inputs are not autocast: `noise` rounded to a half-precision compute
+        # dtype would tie values, and the mask would no longer be the one it defines.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         check_mask_ratio(mask_ratio)
         self.mask_ratio = mask_ratio
@@ -58,6 +61,8 @@ class RandomMasking(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, tokens, noise=None):
+        if keras.backend.is_float_dtype(tokens.dtype):
+            tokens = ops.cast(tokens, self.compute_dtype)
         num_patches = tokens.shape[1]
         len_keep = num_kept(num_patches, self.mask_ratio)
         if len_keep < 1:
@@ -85,6 +90,16 @@ class RandomMasking(keras.layers.Layer):
         batch, num_patches, dim = input_shape
         len_keep = num_kept(num_patches, self.mask_ratio)
         return (batch, len_keep, dim), (batch, num_patches), (batch, num_patches)
+
+    def compute_output_spec(self, tokens, noise=None):
+        # Keras' default gives every output the compute dtype; ids_restore is int32.
+        visible, mask, ids_restore = self.compute_output_shape(tokens.shape)
+        is_float = keras.backend.is_float_dtype(tokens.dtype)
+        return (
+            keras.KerasTensor(visible, dtype=self.compute_dtype if is_float else tokens.dtype),
+            keras.KerasTensor(mask, dtype=self.compute_dtype),
+            keras.KerasTensor(ids_restore, dtype="int32"),
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -95,6 +95,10 @@ class MAEEncoder(PresetMixin, keras.Model):
         images = keras.Input(shape=image_shape, name="images")
         tokens = encode_tokens(patch_encoder(images), class_token, blocks, norm)
         super().__init__(inputs=images, outputs=tokens, dtype=dtype, **kwargs)
+        if dtype is not None:
+            # A functional model drops `dtype`: keep the policy, so that the
+            # config (and a reloaded encoder) has the layers' policy.
+            self.dtype_policy = dtype
         self.patch_encoder = patch_encoder
         self.class_token = class_token
         self.blocks = blocks

@@ -114,6 +114,9 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         dtype=None,
         **kwargs,
     ):
+        # Inputs are not autocast (each layer casts its own): `noise` rounded to
+        # a half-precision compute dtype would tie values and change the mask.
+        kwargs.setdefault("autocast", False)
         super().__init__(dtype=dtype, **kwargs)
         if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
             raise TypeError(

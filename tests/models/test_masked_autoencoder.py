@@ -8,17 +8,7 @@ import keras_mae
 from keras_mae.models.masked_autoencoder import masked_patch_loss
 from keras_mae.models.masked_autoencoder import normalize_patches
 from tests.conftest import to_numpy
-
-TINY = dict(
-    image_shape=(8, 12, 2),
-    patch_size=4,
-    hidden_dim=16,
-    num_layers=2,
-    num_heads=2,
-    decoder_hidden_dim=8,
-    decoder_num_layers=1,
-    decoder_num_heads=2,
-)
+from tests.helpers.tiny import TINY
 
 
 def tiny_mae(**overrides):
