@@ -54,10 +54,11 @@ step vit_b16 150 $bench --impls hf jax torch --steps 8 --windows 3
 # 2. CIFAR-10: pre-train, probe and fine-tune, pre-trained vs random init (JAX, bf16).
 if [[ -n "$cifar" ]]; then
     step cifar10 300 env KERAS_BACKEND=jax python3 examples/pretrain_and_evaluate.py \
-        --data "$cifar" --holdout-per-class 500 --epochs 80 --max-minutes 1.9 \
-        --batch-size 512 --blr 1e-3 --warmup-epochs 5 --precision mixed_bfloat16 \
-        --probe-blr 0.1 6.4 --probe-pooling cls mean --finetune-epochs 4 \
-        --output-dir /tmp/cifar_out
+        --dataset "folder:$cifar" --preset mae_vit_tiny_patch4 --holdout-per-class 500 \
+        --epochs 80 --max-minutes 1.9 --batch-size 512 --base-learning-rate 1e-3 \
+        --warmup-epochs 5 --norm-pix-loss --precision mixed_bfloat16 \
+        --probe-batch-size 1024 --probe-base-learning-rate 0.1 6.4 --probe-pooling cls mean \
+        --finetune-epochs 4 --finetune-batch-size 512 --output-dir /tmp/cifar_out
     cp /tmp/cifar_out/results.json "$out/cifar10_results.json" 2>/dev/null
     cp /tmp/cifar_out/reconstructions.png "$out/cifar10_reconstructions.png" 2>/dev/null
 else

@@ -1,17 +1,19 @@
 """Fine-tune a pre-trained MAE encoder end to end (the paper's recipe).
 
     KERAS_BACKEND=jax python examples/finetune.py \
-        --encoder mae_output/encoder.keras --dataset folder:PATH --epochs 100
+        --encoder mae_output/encoder.keras --dataset folder:PATH
 
 Global average pool of the patch tokens + LayerNorm + linear head; AdamW with
 layer-wise learning-rate decay, drop path, RandAugment, mixup / cutmix, label
-smoothing and random erasing; warmup + cosine. Trains on `PATH/train`,
-evaluates on `PATH/test` (or `PATH/val`) and prints last:
+smoothing and random erasing; warmup + cosine, all in the tf.data pipeline.
+Trains on `PATH/train`, evaluates on `PATH/test` (or `PATH/val`) and prints
+last:
 
     test accuracy: 0.xxxx
 
-`--image-size 48` fine-tunes at another resolution (the sin-cos position table
-is rebuilt for the new patch grid).
+`--dataset digits` (the default) and `tfds:NAME` work too. `--image-size 48`
+fine-tunes at another resolution (the sin-cos position table is rebuilt for
+the new patch grid). Every flag left out takes the official ViT-B value.
 """
 
 import argparse
@@ -23,36 +25,38 @@ import keras  # noqa: E402
 
 import keras_mae  # noqa: E402,F401  (registers the encoder classes)
 from keras_mae.data import load_source  # noqa: E402
+from keras_mae.recipes import arguments  # noqa: E402
 from keras_mae.recipes.finetune import finetune  # noqa: E402
 
 
-def parse_args(argv=None):
+def build_parser():
+    """The command line; recipe flags left out stay None until `parse_args`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--encoder", required=True, help="an encoder.keras file")
-    parser.add_argument("--dataset", default="digits", help="digits | tfds:NAME | folder:PATH")
-    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--warmup-epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--base-learning-rate", type=float, default=5e-4)
-    parser.add_argument("--layer-decay", type=float, default=0.65)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--drop-path", type=float, default=0.1)
-    parser.add_argument("--randaugment", type=float, default=9, help="magnitude 0-10; 0 = off")
-    parser.add_argument("--mixup", type=float, default=0.8)
-    parser.add_argument("--cutmix", type=float, default=1.0)
-    parser.add_argument("--smoothing", type=float, default=0.1)
-    parser.add_argument("--random-erasing", type=float, default=0.25)
+    parser.add_argument("--encoder", required=True, help="an encoder.keras file (required)")
+    arguments.add_dataset_argument(parser)
+    parser.add_argument(
+        "--data-dir", default=None, help="tensorflow-datasets data directory (default: tfds')"
+    )
+    arguments.add_finetune_arguments(parser)
     parser.add_argument(
         "--image-size",
         type=int,
         default=None,
-        help="fine-tune at this resolution instead of the encoder's",
+        help="fine-tune at this resolution (default: the encoder's)",
     )
-    parser.add_argument("--crop-fraction", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=2)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--crop-fraction",
+        type=float,
+        default=1.0,
+        help="evaluation centre crop (default: 1.0; 0.875 for ImageNet-sized images)",
+    )
+    arguments.add_run_arguments(parser)
+    return parser
+
+
+def parse_args(argv=None):
+    """The flags, with every default the user left out filled in."""
+    return arguments.resolve(build_parser().parse_args(argv), [("finetune", "")])
 
 
 def main(argv=None):
@@ -78,13 +82,13 @@ def main(argv=None):
         base_learning_rate=args.base_learning_rate,
         layer_decay=args.layer_decay,
         weight_decay=args.weight_decay,
-        drop_path_rate=args.drop_path,
+        drop_path_rate=args.drop_path_rate,
         warmup_epochs=args.warmup_epochs,
-        randaugment_magnitude=args.randaugment,
+        randaugment_magnitude=args.randaugment_magnitude,
         random_erasing=args.random_erasing,
         mixup=args.mixup,
         cutmix=args.cutmix,
-        label_smoothing=args.smoothing,
+        label_smoothing=args.label_smoothing,
         image_shape=image_shape,
         crop_fraction=args.crop_fraction,
         seed=args.seed,

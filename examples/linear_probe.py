@@ -4,14 +4,19 @@
         --encoder mae_output/encoder.keras --dataset folder:PATH
 
 Trains BatchNorm (no affine) + a linear head on the frozen encoder's cls token
-with LARS and warmup + cosine on `PATH/train`, evaluates on `PATH/test` (or
-`PATH/val`), and prints last:
+(and, by default, on the mean of its patch tokens, from the same pass) with
+LARS and warmup + cosine on `PATH/train`, evaluates on `PATH/test` (or
+`PATH/val`), and prints one line per pooling and base learning rate, e.g.
 
-    test accuracy: 0.xxxx
+    test accuracy (cls pooling, blr 0.1): 0.xxxx
 
-`--dataset digits` (the default) and `tfds:NAME` work too. `--no-cache` runs
-the encoder on augmented crops every step (the official setting; slow on CPU);
-by default the features are computed once.
+`--dataset digits` (the default) and `tfds:NAME` work too; images pass the
+tf.data pipeline (RandomResizedCrop 0.08-1 + flip for training, resize +
+centre crop for evaluation, ImageNet's mean/std for RGB, 0.5 for grey).
+`--no-cache` runs the encoder on augmented crops every step (the official
+setting; slow on CPU); by default the features are computed once. Every flag
+left out takes the official value, or for `--dataset digits` the value its
+help names.
 """
 
 import argparse
@@ -23,35 +28,37 @@ import keras  # noqa: E402
 
 import keras_mae  # noqa: E402,F401  (registers the encoder classes)
 from keras_mae.data import load_source  # noqa: E402
+from keras_mae.recipes import arguments  # noqa: E402
 from keras_mae.recipes.linear_probe import linear_probe  # noqa: E402
 
 
-def parse_args(argv=None):
+def build_parser():
+    """The command line; recipe flags left out stay None until `parse_args`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--encoder", required=True, help="an encoder.keras file")
-    parser.add_argument("--dataset", default="digits", help="digits | tfds:NAME | folder:PATH")
-    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
-    parser.add_argument("--epochs", type=int, default=90)
-    parser.add_argument("--warmup-epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--encoder", required=True, help="an encoder.keras file (required)")
+    arguments.add_dataset_argument(parser)
     parser.add_argument(
-        "--base-learning-rate",
-        type=float,
-        default=0.1,
-        help="lr = blr x batch / 256 (official 0.1 at batch 16384)",
+        "--data-dir", default=None, help="tensorflow-datasets data directory (default: tfds')"
     )
+    arguments.add_linear_probe_arguments(parser)
     parser.add_argument(
         "--crop-fraction",
         type=float,
         default=1.0,
-        help="evaluation centre crop (0.875 for ImageNet-sized images)",
+        help="evaluation centre crop (default: 1.0; 0.875 for ImageNet-sized images)",
     )
     parser.add_argument(
-        "--no-cache", action="store_true", help="augment and run the encoder every step"
+        "--no-cache",
+        action="store_true",
+        help="augment and run the encoder every step (default: features computed once)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=2)
-    return parser.parse_args(argv)
+    arguments.add_run_arguments(parser)
+    return parser
+
+
+def parse_args(argv=None):
+    """The flags, with every default the user left out filled in."""
+    return arguments.resolve(build_parser().parse_args(argv), [("linear_probe", "")])
 
 
 def main(argv=None):
@@ -64,10 +71,11 @@ def main(argv=None):
         f"backend {keras.backend.backend()}: {len(train)} training and {len(test)} test "
         f"images, {train.num_classes} classes, encoder {args.encoder}"
     )
-    result = linear_probe(
+    results = linear_probe(
         encoder,
         train,
         test,
+        pooling=args.pooling,
         epochs=args.epochs,
         batch_size=args.batch_size,
         base_learning_rate=args.base_learning_rate,
@@ -77,8 +85,11 @@ def main(argv=None):
         seed=args.seed,
         verbose=args.verbose,
     )
-    print(f"train accuracy: {result['train_accuracy']:.4f}")
-    print(f"test accuracy: {result['accuracy']:.4f}")
+    for result in results:
+        print(
+            f"test accuracy ({result['pooling']} pooling, blr {result['base_learning_rate']}): "
+            f"{result['accuracy']:.4f} (train {result['train_accuracy']:.4f})"
+        )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ importing only those below it:
   fine-tuning;
 - `distribute`: each backend's multi-device machinery (imported on demand).
 
-`import keras_mae` registers every serialisable class (layers, models,
-optimizers, schedules), so `keras.models.load_model` reads any file the
+`import keras_mae` registers every serialisable class (layers, models, the
+fine-tuning classifier, optimizers, schedules), so `keras.models.load_model` reads any file the
 package wrote.
 """
 
@@ -31,7 +31,8 @@ from keras_mae.models import PRESETS
 from keras_mae.models import MAEDecoder
 from keras_mae.models import MAEEncoder
 from keras_mae.models import MaskedAutoencoder
-from keras_mae.recipes import optimizers as _optimizers  # noqa: F401  (registers)
-from keras_mae.recipes import schedules as _schedules  # noqa: F401  (registers)
+from keras_mae.recipes import finetune as _finetune  # registers AugmentedClassifier
+from keras_mae.recipes import optimizers as _optimizers  # registers LARS, LayerDecayAdamW
+from keras_mae.recipes import schedules as _schedules  # registers WarmupCosine
 
 __version__ = "0.2.0"

@@ -1,21 +1,25 @@
 """Input pipelines.
 
-`keras_mae.data.image_folder` reads image folders into numpy with Pillow (no
-TensorFlow). Everything else here is the tf.data pipeline, which feeds `fit`
-under every Keras backend; its names are imported from `tf_pipeline` on first
-use, so that `import keras_mae.data.image_folder` works without TensorFlow.
-`import keras_mae` imports neither.
+`keras_mae.data.image_folder` reads image folders into numpy with Pillow, and
+`keras_mae.data.arrays.load_arrays` loads a named data set into memory (no
+TensorFlow); `keras_mae.data.statistics` holds the normalisation statistics.
+Everything else here is the tf.data pipeline, which feeds `fit` under every
+Keras backend; its names are imported from `tf_pipeline` on first use, so that
+the in-memory modules work without TensorFlow. `import keras_mae` imports
+neither.
 """
 
 import importlib
 
+from keras_mae.data.statistics import IMAGENET_MEAN
+from keras_mae.data.statistics import IMAGENET_STD
+from keras_mae.data.statistics import default_mean_std
+from keras_mae.data.statistics import pixel_mean_std
+
 TF_PIPELINE_NAMES = (
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "ArraySource",
     "FolderSource",
     "TFDSSource",
-    "default_mean_std",
     "denormalize",
     "eval_dataset",
     "finetune_augmentations",

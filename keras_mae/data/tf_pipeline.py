@@ -25,9 +25,7 @@ import tensorflow as tf
 
 from keras_mae.data.image_folder import EVAL_SPLITS
 from keras_mae.data.image_folder import list_image_folder
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from keras_mae.data.statistics import default_mean_std
 
 
 @dataclasses.dataclass
@@ -321,12 +319,6 @@ def resize_center_crop(image, size, crop_fraction=0.875, interpolation="bicubic"
     image = tf.slice(image, [top, left, 0], [size[0], size[1], -1])
     image.set_shape([size[0], size[1], channels])
     return tf.clip_by_value(image, 0.0, 1.0)
-
-
-def default_mean_std(channels):
-    if channels == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return (0.5,) * channels, (0.5,) * channels
 
 
 def normalize(image, mean, std):

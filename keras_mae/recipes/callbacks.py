@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 
 import keras
 import numpy as np
@@ -140,9 +141,11 @@ class ReconstructionImages(keras.callbacks.Callback):
     """Write a PNG of original | masked | reconstruction every `every` epochs.
 
     Args:
-        images: a few normalised model inputs `(N, H, W, C)` (held-out).
+        images: a few held-out model inputs `(N, H, W, C)` (raw, if the model
+            has an augmentation: the pictures show them after it).
         directory: str, PNGs are `directory/reconstruction_epoch_XXXX.png`.
-        mean, std: the normalisation of the inputs, undone for the picture.
+        mean, std: the normalisation of the model's inputs on the [0, 1] scale,
+            undone for the picture.
         every: int, epochs between pictures. Defaults to 10.
         scale: int, upscaling of each tile. Defaults to 4.
         seed: int, the masking noise, fixed so pictures are comparable.
@@ -153,7 +156,7 @@ class ReconstructionImages(keras.callbacks.Callback):
 
     def __init__(self, images, directory, mean, std, every=10, scale=4, seed=0):
         super().__init__()
-        self.images = np.asarray(images, "float32")
+        self.images = np.asarray(images)
         self.directory = directory
         self.mean = np.asarray(mean, "float32")
         self.std = np.asarray(std, "float32")
@@ -162,30 +165,49 @@ class ReconstructionImages(keras.callbacks.Callback):
         self.seed = seed
 
     def write(self, path):
-        from keras_mae.recipes.visualization import image_grid
+        from keras_mae.recipes.visualization import reconstruction_grid
         from keras_mae.recipes.visualization import write_png
 
-        model = self.model
         noise = (
             np.random.default_rng(self.seed)
-            .random((len(self.images), model.num_patches))
+            .random((len(self.images), self.model.num_patches))
             .astype("float32")
         )
-        masked, reconstruction = model.reconstruct(self.images, noise=noise)
-
-        def unit(x):
-            x = np.asarray(keras.ops.convert_to_numpy(x), "float32")
-            return np.clip(x * self.std + self.mean, 0.0, 1.0)
-
-        mask = np.asarray(keras.ops.convert_to_numpy(masked)) == 0
-        masked = np.where(mask, 0.5, unit(masked))  # removed patches grey
-        grid = image_grid([unit(self.images), masked, unit(reconstruction)], scale=self.scale)
+        grid = reconstruction_grid(
+            self.model, self.images, noise, self.mean, self.std, scale=self.scale, grey=True
+        )
         write_png(path, grid)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
             os.makedirs(self.directory, exist_ok=True)
             self.write(os.path.join(self.directory, f"reconstruction_epoch_{epoch + 1:04d}.png"))
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training at the end of the first epoch that ends past `minutes`.
+
+    The epoch's checkpoint is written as usual, so the run can be resumed
+    later with a larger budget.
+
+    Args:
+        minutes: float; 0 or None means no limit.
+    """
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.minutes = minutes
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.minutes and time.time() - self.start > 60 * self.minutes:
+            print(
+                f"time limit of {self.minutes} min reached after epoch {epoch + 1}: stopping",
+                flush=True,
+            )
+            self.model.stop_training = True
 
 
 def installed(module):

@@ -3,18 +3,37 @@
 The official protocol (`main_linprobe.py`): the encoder is frozen; the cls
 token after the final norm feeds `BatchNorm(affine=False, eps=1e-6)` and a
 linear head (init std 0.01); LARS (momentum 0.9, no weight decay), base
-learning rate 0.1 scaled by batch / 256, warmup then cosine; RandomResizedCrop
-+ flip for training, resize + centre crop for evaluation.
+learning rate 0.1 scaled by batch / 256, 10 warmup epochs then cosine, 90
+epochs; RandomResizedCrop (0.08-1) + flip for training, resize + centre crop
+for evaluation.
 
-On a CPU, `cache_features=True` (the default) runs the frozen encoder once per
-image (evaluation transform, no augmentation) and trains the BatchNorm + head
-on those features: the same model and optimizer, without the augmentation.
+Data comes in one of two forms:
+- a source from `keras_mae.data.load_source` (or an `ArraySource`): the tf.data
+  pipeline crops, flips and normalises;
+- in-memory arrays `(images, labels)` (uint8 or float in [0, 1]): the
+  augmentation is a Keras layer inside the compiled step, by default
+  `keras_mae.recipes.augmentation.image_augmentation` (RandomResizedCrop
+  0.08-1, flip, normalisation); in inference mode it is the evaluation
+  transform.
+
+`cache_features=True` (the default) runs the frozen encoder once per image
+with the evaluation transform and trains the BatchNorm + head on those
+features: the same model and optimizer, without the augmentation. Several
+poolings (`"cls"`, the official one, and `"mean"`, the average of the patch
+tokens) come from that one pass, and several base learning rates train on the
+same features.
 """
+
+import math
 
 import keras
 import numpy as np
 
+from keras_mae.data.arrays import check_arrays
+from keras_mae.data.arrays import is_arrays
+from keras_mae.data.statistics import max_pixel_value
 from keras_mae.layers.token_pooling import TokenPooling
+from keras_mae.recipes.augmentation import image_augmentation
 from keras_mae.recipes.optimizers import LARS
 from keras_mae.recipes.schedules import scaled_learning_rate
 from keras_mae.recipes.schedules import warmup_cosine_for
@@ -37,20 +56,31 @@ def probe_head(num_classes, name="probe"):
     )
 
 
-def build_linear_probe(encoder, num_classes):
-    """The probe model: images -> frozen `encoder` -> cls token -> BN -> logits.
+def build_linear_probe(
+    encoder, num_classes, pooling="cls", augmentation=None, input_shape=None, input_dtype=None
+):
+    """The probe model: images -> [augmentation] -> frozen `encoder` -> pooling -> BN -> logits.
 
     Args:
         encoder: a `keras_mae.MAEEncoder` (frozen here: `trainable = False`).
         num_classes: int.
+        pooling: `"cls"` (official) or `"mean"` (see `keras_mae.TokenPooling`).
+            Defaults to `"cls"`.
+        augmentation: optional Keras layer applied to the inputs first (random
+            layers act only when training); see `image_augmentation`.
+        input_shape: `(H, W, C)` of the inputs when an augmentation resizes
+            them. Defaults to the encoder's.
+        input_dtype: dtype of the inputs, e.g. `"uint8"` for raw images into
+            an augmentation. Defaults to float32.
 
     Returns:
         A functional `keras.Model` from images to logits `(batch, num_classes)`.
     """
     encoder.trainable = False
-    images = keras.Input(encoder.input_shape[1:], name="images")
-    tokens = encoder(images, training=False)  # (B, 1 + L, D)
-    features = TokenPooling("cls", name="cls_token")(tokens)  # (B, D)
+    images = keras.Input(input_shape or encoder.input_shape[1:], dtype=input_dtype, name="images")
+    x = images if augmentation is None else augmentation(images)
+    tokens = encoder(x, training=False)  # (B, 1 + L, D)
+    features = TokenPooling(pooling, name=f"{pooling}_pooling")(tokens)  # (B, D)
     return keras.Model(images, probe_head(num_classes)(features), name="linear_probe")
 
 
@@ -73,12 +103,55 @@ def predict_with_labels(model, dataset):
     """`(model outputs, labels)` over a dataset of `(images, labels)` batches."""
     outputs = model.predict(dataset.map(lambda images, labels: images), verbose=0)  # jit
     labels = np.concatenate([labels for _, labels in dataset.as_numpy_iterator()])
-    return np.asarray(outputs), labels
+    return (outputs if isinstance(outputs, dict) else np.asarray(outputs)), labels
 
 
-def cls_features(encoder, dataset):
-    """The cls token of `encoder` for every batch of `dataset` ((images, labels))."""
-    return predict_with_labels(keras.Sequential([encoder, TokenPooling("cls")]), dataset)
+def encoder_features(
+    encoder,
+    data,
+    poolings=("cls",),
+    batch_size=256,
+    augmentation=None,
+    crop_fraction=1.0,
+    mean=None,
+    std=None,
+):
+    """The frozen encoder's pooled features of every image, from one pass.
+
+    Args:
+        encoder: a `keras_mae.MAEEncoder`.
+        data: `(images, labels)` arrays, or a `keras_mae.data.load_source` source.
+        poolings: tuple of `"cls"` / `"mean"`.
+        batch_size: int.
+        augmentation: for arrays, a layer whose inference mode is the evaluation
+            transform (e.g. normalisation); None feeds the images as given.
+        crop_fraction, mean, std: for sources, the evaluation transform of
+            `keras_mae.data.eval_dataset`.
+
+    Returns:
+        `({pooling: float32 (N, D)}, labels (N,))`.
+    """
+    poolings = tuple(poolings)
+    if is_arrays(data):
+        images, labels = check_arrays(data, "data")
+        inputs = keras.Input(images.shape[1:], dtype=str(images.dtype), name="images")
+        x = inputs if augmentation is None else augmentation(inputs, training=False)
+    else:
+        from keras_mae.data import eval_dataset
+
+        dataset = eval_dataset(
+            data, encoder.input_shape[1:3], batch_size, crop_fraction, mean=mean, std=std
+        )
+        inputs = keras.Input(encoder.input_shape[1:], name="images")
+        x = inputs
+    tokens = encoder(x, training=False)  # (B, 1 + L, D)
+    outputs = {p: TokenPooling(p, name=f"{p}_pooling")(tokens) for p in poolings}
+    model = keras.Model(inputs, outputs, name="encoder_features")
+    if is_arrays(data):
+        features = model.predict(images, batch_size=batch_size, verbose=0)
+    else:
+        features, labels = predict_with_labels(model, dataset)
+    return {p: np.asarray(features[p], "float32") for p in poolings}, np.asarray(labels)
 
 
 def probe_on_features(
@@ -104,15 +177,23 @@ def probe_on_features(
     return float(accuracy), head, history
 
 
+def as_tuple(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
 def linear_probe(
     encoder,
-    train_source,
-    test_source,
+    train,
+    test,
+    pooling="cls",
     epochs=90,
     batch_size=256,
     base_learning_rate=0.1,
     warmup_epochs=10,
     cache_features=True,
+    augmentation=None,
+    mean=None,
+    std=None,
     crop_fraction=1.0,
     seed=0,
     verbose=0,
@@ -121,59 +202,183 @@ def linear_probe(
 
     Args:
         encoder: a `keras_mae.MAEEncoder` (its image size sets the crops).
-        train_source, test_source: from `keras_mae.data.load_source`.
+        train, test: in-memory `(images, labels)` arrays, or sources from
+            `keras_mae.data.load_source` (both of one kind).
+        pooling: `"cls"` (official) or `"mean"`, or a list of both: each is
+            probed (from one encoder pass when features are cached).
         epochs: int. Defaults to 90 (official).
         batch_size: int. Defaults to 256 (official: 16384, with the same blr).
-        base_learning_rate: float. Defaults to 0.1.
-        warmup_epochs: int. Defaults to 10.
+        base_learning_rate: float, `lr = blr x batch / 256`, or a list of them:
+            each is probed. Defaults to 0.1 (official).
+        warmup_epochs: int. Defaults to 10 (official).
         cache_features: bool; see the module docstring. Defaults to True.
-        crop_fraction: evaluation centre-crop fraction (0.875 for ImageNet).
-        seed: int.
-        verbose: Keras fit verbosity.
+        augmentation: arrays only: a Keras layer run on the training images
+            inside the step (random layers act only when training) and, in
+            inference mode, on the test images and the cached images. Defaults
+            to `image_augmentation(encoder.image_shape, scale=(0.08, 1.0),
+            mean, std)` for the arrays' value range.
+        mean, std: the normalisation on the [0, 1] scale, for sources and for
+            the default augmentation. Default: ImageNet's for RGB, 0.5 for grey.
+        crop_fraction: sources only: evaluation centre-crop fraction (0.875
+            for ImageNet). Defaults to 1.0.
+        seed: int; seeds the augmentation and, before each probe is trained,
+            `keras.utils.set_random_seed`, so every probe starts alike.
+        verbose: Keras fit verbosity. Defaults to 0.
 
     Returns:
         A dict: `"accuracy"` (test top-1), `"train_accuracy"`, `"model"` (the
-        head on features, or the whole probe model) and `"history"`.
+        head on features, or the whole probe model), `"history"`, `"pooling"`
+        and `"base_learning_rate"`. When `pooling` or `base_learning_rate` is a
+        list, a list of such dicts, one per pair (poolings outer).
     """
-    from keras_mae.data import eval_dataset
-    from keras_mae.data import train_dataset
-
-    image_size = encoder.input_shape[1:3]
-    num_classes = train_source.num_classes
-    test_data = eval_dataset(test_source, image_size, batch_size, crop_fraction)
-    if cache_features:
-        train_data = eval_dataset(train_source, image_size, batch_size, crop_fraction)
-        x_train, y_train = cls_features(encoder, train_data)
-        x_test, y_test = cls_features(encoder, test_data)
-        accuracy, model, history = probe_on_features(
-            x_train,
-            y_train,
-            x_test,
-            y_test,
-            num_classes,
-            epochs,
-            batch_size,
-            base_learning_rate,
-            warmup_epochs,
-            verbose,
+    poolings, rates = as_tuple(pooling), as_tuple(base_learning_rate)
+    for name in poolings:
+        TokenPooling(name)  # validates the name
+    in_memory = is_arrays(train)
+    if in_memory != is_arrays(test):
+        raise ValueError(
+            "train and test must be of one kind: both (images, labels) arrays or both "
+            "keras_mae.data.load_source sources."
         )
+    if in_memory:
+        train, test = check_arrays(train, "train"), check_arrays(test, "test")
+        num_classes = int(max(train[1].max(), test[1].max())) + 1
+        if augmentation is None:
+            augmentation = image_augmentation(
+                encoder.image_shape,
+                scale=(0.08, 1.0),
+                mean=mean,
+                std=std,
+                max_value=max_pixel_value(train[0]),
+                seed=seed,
+                input_shape=train[0].shape[1:],
+            )
+        elif mean is not None or std is not None:
+            raise ValueError(
+                "give either an augmentation layer (which normalises) or mean and std "
+                "for the default one, not both."
+            )
     else:
-        model = build_linear_probe(encoder, num_classes)
+        if augmentation is not None:
+            raise ValueError(
+                "augmentation acts on in-memory (images, labels) arrays; a "
+                "load_source source is cropped, flipped and normalised by the tf.data "
+                "pipeline. Pass arrays, or leave augmentation=None."
+            )
+        num_classes = train.num_classes
+    results = []
+    if cache_features:
+        features = {}
+        for split, data in (("train", train), ("test", test)):
+            features[split] = encoder_features(
+                encoder, data, poolings, batch_size, augmentation, crop_fraction, mean, std
+            )
+        (f_train, y_train), (f_test, y_test) = features["train"], features["test"]
+        for name in poolings:
+            for rate in rates:
+                keras.utils.set_random_seed(seed)
+                accuracy, model, history = probe_on_features(
+                    f_train[name],
+                    y_train,
+                    f_test[name],
+                    y_test,
+                    num_classes,
+                    epochs,
+                    batch_size,
+                    rate,
+                    warmup_epochs,
+                    verbose,
+                )
+                results.append(result(accuracy, model, history.history, name, rate))
+    else:
+        for name in poolings:
+            for rate in rates:
+                keras.utils.set_random_seed(seed)
+                results.append(
+                    train_probe_model(
+                        encoder,
+                        train,
+                        test,
+                        num_classes,
+                        name,
+                        epochs,
+                        batch_size,
+                        rate,
+                        warmup_epochs,
+                        augmentation,
+                        mean,
+                        std,
+                        crop_fraction,
+                        seed,
+                        verbose,
+                    )
+                )
+    if isinstance(pooling, (list, tuple)) or isinstance(base_learning_rate, (list, tuple)):
+        return results
+    return results[0]
+
+
+def result(accuracy, model, history, pooling, base_learning_rate):
+    return {
+        "accuracy": float(accuracy),
+        "train_accuracy": float(history["accuracy"][-1]),
+        "model": model,
+        "history": history,
+        "pooling": pooling,
+        "base_learning_rate": base_learning_rate,
+    }
+
+
+def train_probe_model(
+    encoder,
+    train,
+    test,
+    num_classes,
+    pooling,
+    epochs,
+    batch_size,
+    base_learning_rate,
+    warmup_epochs,
+    augmentation,
+    mean,
+    std,
+    crop_fraction,
+    seed,
+    verbose,
+):
+    """The probe trained end to end on augmented images (the encoder stays frozen)."""
+    if augmentation is not None:  # in-memory arrays: augmentation inside the step
+        (images, labels), (test_images, test_labels) = train, test
+        model = build_linear_probe(
+            encoder, num_classes, pooling, augmentation, images.shape[1:], str(images.dtype)
+        )
+        steps = math.ceil(len(images) / batch_size)
+        optimizer = lars_for(epochs, steps, batch_size, base_learning_rate, warmup_epochs)
+        compile_probe(model, optimizer)
+        history = model.fit(
+            images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose
+        )
+        _, accuracy = model.evaluate(test_images, test_labels, batch_size=batch_size, verbose=0)
+    else:
+        from keras_mae.data import eval_dataset
+        from keras_mae.data import train_dataset
+
+        image_size = encoder.input_shape[1:3]
+        model = build_linear_probe(encoder, num_classes, pooling)
         dataset, steps = train_dataset(
-            train_source,
+            train,
             image_size,
             batch_size,
             epochs=epochs,
             seed=seed,
             scale=(0.08, 1.0),
+            mean=mean,
+            std=std,
             with_labels=True,
         )
-        compile_probe(model, lars_for(epochs, steps, batch_size, base_learning_rate, warmup_epochs))
+        optimizer = lars_for(epochs, steps, batch_size, base_learning_rate, warmup_epochs)
+        compile_probe(model, optimizer)
         history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=verbose)
+        test_data = eval_dataset(test, image_size, batch_size, crop_fraction, mean=mean, std=std)
         _, accuracy = model.evaluate(test_data, verbose=0)
-    return {
-        "accuracy": float(accuracy),
-        "train_accuracy": float(history.history["accuracy"][-1]),
-        "model": model,
-        "history": history.history,
-    }
+    return result(accuracy, model, history.history, pooling, base_learning_rate)

@@ -66,24 +66,58 @@ def image_grid(columns, scale=1, gap=2):
     return grid
 
 
-def save_reconstruction_grid(model, images, path, noise=None, value_range=(0.0, 1.0), scale=1):
-    """Save original / masked / reconstruction, one held-out image per row.
+def reconstruction_grid(
+    model, images, noise=None, mean=None, std=None, value_range=(0.0, 1.0), scale=1, grey=False
+):
+    """Original | masked | reconstruction of each image, one image per row, in [0, 1].
+
+    The originals are what the encoder sees: after the model's augmentation in
+    inference mode (resize, normalisation), if it has one.
 
     Args:
         model: a `keras_mae.MaskedAutoencoder`.
-        images: `(N, H, W, C)` model inputs.
-        path: str, the PNG file.
+        images: `(N, H, W, C)` model inputs (raw, if the model augments them).
         noise: optional `(N, L)` masking noise.
-        value_range: `(low, high)` of the images, mapped to black and white (for
-            mean/std-normalised inputs pass their range).
+        mean, std: the normalisation of the model's inputs, on the [0, 1] scale,
+            undone for the picture. Default: none.
+        value_range: `(low, high)` of the un-normalised images, mapped to black
+            and white. Defaults to (0.0, 1.0).
         scale: int, upscaling of each tile (small images need it).
+        grey: bool, show the removed patches grey instead of black.
+
+    Returns:
+        float array `(rows, cols, C)`.
     """
     masked, reconstruction = model.reconstruct(images, noise=noise)
+    augmentation = getattr(model, "augmentation", None)
+    originals = images if augmentation is None else augmentation(images, training=False)
     low, high = value_range
 
     def to_unit(x):
-        return (np.asarray(ops.convert_to_numpy(x), "float32") - low) / (high - low)
+        x = np.asarray(ops.convert_to_numpy(x), "float32")
+        if std is not None:
+            x = x * np.asarray(std, "float32")
+        if mean is not None:
+            x = x + np.asarray(mean, "float32")
+        return np.clip((x - low) / (high - low), 0.0, 1.0)
 
-    grid = image_grid([to_unit(images), to_unit(masked), to_unit(reconstruction)], scale=scale)
-    write_png(path, np.clip(grid, 0.0, 1.0))
+    masked_unit = to_unit(masked)
+    if grey:
+        removed = np.asarray(ops.convert_to_numpy(masked)) == 0
+        masked_unit = np.where(removed, 0.5, masked_unit)
+    return image_grid([to_unit(originals), masked_unit, to_unit(reconstruction)], scale=scale)
+
+
+def save_reconstruction_grid(
+    model, images, path, noise=None, value_range=(0.0, 1.0), scale=1, mean=None, std=None
+):
+    """Save original / masked / reconstruction, one held-out image per row, as a PNG.
+
+    Args: as `reconstruction_grid`, and `path`, the PNG file.
+
+    Returns:
+        The grid, float `(rows, cols, C)` in [0, 1].
+    """
+    grid = reconstruction_grid(model, images, noise, mean, std, value_range, scale)
+    write_png(path, grid)
     return grid

@@ -87,8 +87,8 @@ def test_pretrain_and_evaluate_example_on_an_image_folder(tmp_path, capsys):
     out = tmp_path / "out"
     example.main(
         [
-            "--data",
-            str(tmp_path / "data"),
+            "--dataset",
+            f"folder:{tmp_path / 'data'}",
             "--holdout-per-class",
             "4",
             "--preset",
@@ -101,12 +101,14 @@ def test_pretrain_and_evaluate_example_on_an_image_folder(tmp_path, capsys):
             "30",
             "--probe-batch-size",
             "8",
-            "--probe-blr",
+            "--probe-base-learning-rate",
             "6.4",
             "--finetune-epochs",
             "2",
             "--finetune-batch-size",
             "8",
+            "--finetune-randaugment-magnitude",  # RandAugment on 8x8 grey images is noise
+            "0",
             "--verbose",
             "0",
             "--output-dir",
@@ -139,3 +141,152 @@ def test_pretrain_and_evaluate_example_on_an_image_folder(tmp_path, capsys):
         assert np.abs(tile - np.asarray(Image.open(path), int)).max() <= 1
     encoder = keras.models.load_model(out / "encoder.keras")
     assert isinstance(encoder, keras_mae.MAEEncoder)
+
+
+EXAMPLES = ("pretrain", "pretrain_and_evaluate", "linear_probe", "finetune")
+# The recipe each flag prefix belongs to, and the example where it has no prefix.
+PREFIXES = {"probe": "linear_probe", "finetune": "finetune"}
+REQUIRED = {"linear_probe": ["--encoder", "x.keras"], "finetune": ["--encoder", "x.keras"]}
+
+
+def example_flags(name):
+    """`{option: action}` of an example's command line."""
+    parser = load_example(name).build_parser()
+    return {
+        option: action
+        for action in parser._actions
+        for option in action.option_strings
+        if option not in ("-h", "--help")
+    }
+
+
+def signature(action):
+    def frozen(value):
+        return tuple(value) if isinstance(value, list) else value
+
+    return (
+        frozen(action.default),
+        action.type,
+        action.nargs,
+        frozen(action.choices),
+        action.required,
+    )
+
+
+def recipe_flags(recipe):
+    """`{option: action}` of one recipe's flags as the arguments module adds them."""
+    import argparse
+
+    from keras_mae.recipes import arguments
+
+    parser = argparse.ArgumentParser()
+    {
+        "pretrain": arguments.add_pretrain_arguments,
+        "linear_probe": arguments.add_linear_probe_arguments,
+        "finetune": arguments.add_finetune_arguments,
+    }[recipe](parser)
+    return {o: a for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")}
+
+
+# The recipes each example runs, and the prefix of each recipe's flags there.
+RECIPES = {
+    "pretrain": {"pretrain": "", "linear_probe": "probe"},
+    "pretrain_and_evaluate": {"pretrain": "", "linear_probe": "probe", "finetune": "finetune"},
+    "linear_probe": {"linear_probe": ""},
+    "finetune": {"finetune": ""},
+}
+
+
+def test_examples_share_one_vocabulary():
+    flags = {name: example_flags(name) for name in EXAMPLES}
+    retired = {"--learning-rate", "--blr", "--data", "--probe-blr", "--finetune-blr"}
+    retired |= {"--drop-path", "--smoothing", "--randaugment"}
+    for name, options in flags.items():
+        assert not retired & set(options), (name, retired & set(options))
+        for option, action in options.items():  # a help line that shows the default
+            assert action.help and ("default" in action.help or action.required), (name, option)
+    # Each recipe's flags: in every example that runs it, all of them, alike, under
+    # the recipe's prefix.
+    recipe_options = {name: set() for name in EXAMPLES}
+    for name, recipes in RECIPES.items():
+        for recipe, prefix in recipes.items():
+            for option, action in recipe_flags(recipe).items():
+                named = f"--{prefix}-{option[2:]}" if prefix else option
+                assert named in flags[name], (name, named)
+                assert signature(flags[name][named]) == signature(action), (name, named)
+                recipe_options[name].add(named)
+    # Every other flag in several examples means and defaults the same in each
+    # (each example writes its results into a folder of its own).
+    others = {name: set(flags[name]) - recipe_options[name] for name in EXAMPLES}
+    for option in set().union(*others.values()) - {"--output-dir"}:
+        owners = [name for name in EXAMPLES if option in others[name]]
+        signatures = {signature(flags[name][option]) for name in owners}
+        assert len(signatures) == 1, (option, owners, signatures)
+    assert all({"--dataset", "--seed", "--verbose"} <= others[name] for name in EXAMPLES)
+    assert {"--output-dir", "--preset"} <= others["pretrain"] & others["pretrain_and_evaluate"]
+    assert {"--data-dir", "--crop-fraction"} <= others["linear_probe"] & others["finetune"]
+    # A flag outside the recipes' vocabulary is one of these, each explained in its help.
+    assert set().union(*others.values()) == {
+        "--dataset",
+        "--data-dir",
+        "--holdout-per-class",
+        "--preset",
+        "--distribution",
+        "--encoder",
+        "--crop-fraction",
+        "--no-cache",
+        "--image-size",
+        "--seed",
+        "--output-dir",
+        "--verbose",
+    }
+
+
+@pytest.mark.parametrize("dataset", ["digits", "folder:images"])
+def test_examples_fill_the_recipe_defaults_of_the_dataset(dataset):
+    import inspect
+
+    from keras_mae.recipes.defaults import DEFAULTS
+    from keras_mae.recipes.defaults import recipe_defaults
+    from keras_mae.recipes.finetune import finetune
+    from keras_mae.recipes.linear_probe import linear_probe
+    from keras_mae.recipes.pretrain import pretrain
+
+    # The library's defaults are the table's (the official values).
+    for recipe, function in [
+        ("pretrain", pretrain),
+        ("linear_probe", linear_probe),
+        ("finetune", finetune),
+    ]:
+        parameters = inspect.signature(function).parameters
+        for key, value in DEFAULTS[recipe].items():
+            if key in parameters:
+                assert parameters[key].default == value, (recipe, key)
+    uses = {
+        "pretrain": [("pretrain", ""), ("linear_probe", "probe_")],
+        "pretrain_and_evaluate": [
+            ("pretrain", ""),
+            ("linear_probe", "probe_"),
+            ("finetune", "finetune_"),
+        ],
+        "linear_probe": [("linear_probe", "")],
+        "finetune": [("finetune", "")],
+    }
+    for name, recipes in uses.items():
+        args = load_example(name).parse_args(["--dataset", dataset] + REQUIRED.get(name, []))
+        for recipe, prefix in recipes:
+            for key, value in recipe_defaults(recipe, dataset).items():
+                if hasattr(args, prefix + key):
+                    assert getattr(args, prefix + key) == value, (name, prefix + key)
+    if dataset == "digits":  # the measured digits run: blr 4e-3 at batch 128
+        args = load_example("pretrain").parse_args([])
+        assert (args.base_learning_rate, args.batch_size, args.epochs) == (4e-3, 128, 100)
+        assert args.probe_base_learning_rate == 6.4
+    else:
+        args = load_example("pretrain").parse_args(["--dataset", dataset])
+        assert (args.base_learning_rate, args.warmup_epochs, args.epochs) == (1.5e-4, 40, 800)
+        args = load_example("finetune").parse_args(["--dataset", dataset, "--encoder", "e"])
+        assert (args.base_learning_rate, args.layer_decay, args.drop_path_rate) == (5e-4, 0.65, 0.1)
+    # A flag given on the command line wins over the dataset's default.
+    args = load_example("pretrain").parse_args(["--dataset", dataset, "--base-learning-rate", "1"])
+    assert args.base_learning_rate == 1.0

@@ -1,4 +1,6 @@
+import keras
 import numpy as np
+import pytest
 
 import keras_mae
 from keras_mae.data import ArraySource
@@ -78,3 +80,107 @@ def test_augmented_probe_trains_only_the_head():
     kernel = to_numpy(model.get_layer("probe").get_layer("probe_head").kernel)
     assert np.std(kernel) > 0.0
     assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def separable_arrays(count, seed, dtype="float32"):
+    """`separable_source` as in-memory `(images, labels)`."""
+    source = separable_source(count, seed)
+    images = source.images
+    if dtype == "uint8":
+        images = np.round(np.clip(images, 0.0, 1.0) * 255).astype("uint8")
+    return images, source.labels
+
+
+def brightness_arrays(count, seed):
+    """Dark vs light uint8 images: any crop or flip keeps the label."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 2
+    images = rng.integers(0, 128, (count, 8, 8, 1)) + 127 * labels[:, None, None, None]
+    return images.astype("uint8"), labels
+
+
+def test_in_memory_probe_augments_inside_the_step_and_learns():
+    encoder = tiny_encoder()
+    before = [to_numpy(w).copy() for w in encoder.weights]
+    result = linear_probe(
+        encoder,
+        brightness_arrays(64, 0),
+        brightness_arrays(32, 1),
+        epochs=30,
+        batch_size=16,
+        base_learning_rate=100.0,
+        warmup_epochs=2,
+        cache_features=False,
+    )
+    assert result["accuracy"] >= 0.9
+    model = result["model"]
+    assert model.input.dtype == "uint8"  # raw batches go to the step
+    crop = model.get_layer("augmentation").get_layer("crop")
+    assert crop.scale == (0.08, 1.0)  # the probe's crops
+    # The crop drew its boxes inside the compiled step: its seed state moved.
+    fresh = keras_mae.RandomResizedCrop(8, 8, seed=0).seed_generator.state
+    assert not np.array_equal(to_numpy(crop.seed_generator.state), to_numpy(fresh))
+    for b, w in zip(before, encoder.weights):  # the encoder never changes
+        np.testing.assert_array_equal(b, to_numpy(w))
+
+
+def test_in_memory_cached_features_are_the_normalised_encoder_outputs():
+    from keras_mae.recipes.augmentation import image_augmentation
+    from keras_mae.recipes.linear_probe import encoder_features
+
+    encoder = tiny_encoder()
+    images, labels = separable_arrays(6, 0, "uint8")
+    augmentation = image_augmentation((8, 8, 1), mean=(0.4,), std=(0.2,), max_value=255.0)
+    features, got_labels = encoder_features(
+        encoder, (images, labels), ("cls", "mean"), batch_size=4, augmentation=augmentation
+    )
+    tokens = to_numpy(encoder((images / 255.0 - 0.4) / 0.2))
+    np.testing.assert_allclose(features["cls"], tokens[:, 0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(features["mean"], tokens[:, 1:].mean(1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_several_poolings_and_rates_from_one_encoder_pass():
+    import keras_mae.recipes.linear_probe as probe_module
+
+    encoder = tiny_encoder()
+    train, test = separable_arrays(64, 0), separable_arrays(32, 1)
+    settings = dict(epochs=40, batch_size=16, warmup_epochs=2)
+    passes = []
+    original = probe_module.encoder_features
+
+    def counting(*args, **kwargs):
+        passes.append(args[2])
+        return original(*args, **kwargs)
+
+    probe_module.encoder_features = counting
+    try:
+        results = linear_probe(
+            encoder, train, test, ["cls", "mean"], base_learning_rate=[1.0, 100.0], **settings
+        )
+    finally:
+        probe_module.encoder_features = original
+    assert passes == [("cls", "mean"), ("cls", "mean")]  # train and test, once each
+    assert [(r["pooling"], r["base_learning_rate"]) for r in results] == [
+        ("cls", 1.0),
+        ("cls", 100.0),
+        ("mean", 1.0),
+        ("mean", 100.0),
+    ]
+    assert results[1]["accuracy"] >= 0.9 and results[3]["accuracy"] >= 0.9
+    # Each probe starts from the same seed: a single probe gives the same number.
+    alone = linear_probe(encoder, train, test, "mean", base_learning_rate=100.0, **settings)
+    assert alone["accuracy"] == results[3]["accuracy"]
+
+
+def test_probe_rejects_mixed_or_misplaced_inputs():
+    encoder = tiny_encoder()
+    arrays, source = separable_arrays(16, 0), separable_source(16, 1)
+    with pytest.raises(ValueError, match="of one kind"):
+        linear_probe(encoder, arrays, source, epochs=1)
+    with pytest.raises(ValueError, match="in-memory"):
+        linear_probe(encoder, source, source, epochs=1, augmentation=keras.layers.Identity())
+    with pytest.raises(ValueError, match="not both"):
+        linear_probe(
+            encoder, arrays, arrays, epochs=1, augmentation=keras.layers.Identity(), mean=(0.5,)
+        )

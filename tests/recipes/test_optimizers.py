@@ -145,3 +145,14 @@ def test_layer_decay_optimizer_trains_in_fit():
     y = x.sum(axis=1, keepdims=True)
     history = model.fit(x, y, epochs=5, batch_size=8, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_layer_decay_optimizer_defaults_to_the_official_vit_b_decay():
+    from keras_mae.recipes.defaults import DEFAULTS
+
+    encoder = keras_mae.MAEEncoder((8, 8, 1), patch_size=4, hidden_dim=8, num_layers=3, num_heads=2)
+    optimizer = layer_decay_optimizer(encoder, 3, 1e-3)
+    assert DEFAULTS["finetune"]["layer_decay"] == 0.65
+    multipliers = optimizer.learning_rate_multipliers
+    assert multipliers["block_0/qkv/kernel"] == pytest.approx(0.65**3)
+    assert multipliers["patch_encoder/projection/kernel"] == pytest.approx(0.65**4)
