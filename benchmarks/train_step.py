@@ -545,7 +545,7 @@ def main():
         args.jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
         return worker(args)
 
-    # `timeout` (gpu_session.sh) stops the driver with SIGTERM: exit through the
+    # `timeout` (gpu_checks.sh) stops the driver with SIGTERM: exit through the
     # `finally` of run_round, which kills the workers, so that none of them goes
     # on holding the device into the next step.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

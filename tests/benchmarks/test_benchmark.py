@@ -62,7 +62,7 @@ def window_intervals(result):
     ]
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="one backend's session is enough")
+@pytest.mark.skipif(BACKEND != "torch", reason="one backend is enough")
 def test_cpu_benchmark_interleaves_windows_and_reports_ratios():
     # "nope" is no backend: that worker fails, is reported, and the others run on.
     results, done = run_benchmark("--impls", "hf", "torch", "nope")
@@ -106,7 +106,7 @@ class FakeWorker:
         pass
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one session is enough")
+@pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one backend is enough")
 @pytest.mark.parametrize("schedule", ["interleaved", "sequential"])
 def test_schedules_order_the_turns_and_survive_a_failing_worker(schedule, monkeypatch, capsys):
     train_step = import_train_step()
@@ -126,7 +126,7 @@ def test_schedules_order_the_turns_and_survive_a_failing_worker(schedule, monkey
     assert FakeWorker.log == expected
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one session is enough")
+@pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one backend is enough")
 def test_benchmark_flop_count_matches_reference_table():
     # Training GFLOP per image at 75% masking, 224 px, counted by hand from the
     # official architectures: 2 FLOPs per multiply-add, matmuls only (attention

@@ -1,7 +1,7 @@
 """Data-parallel training on each backend equals one device (same loss, same weights).
 
 Each check runs in a subprocess (device counts are fixed when a framework
-starts) and only from the pytest session of its own backend:
+starts) and only from the pytest run of its own backend:
 - JAX: `keras.distribution` DataParallel and ModelParallel on 4 host devices
   (`XLA_FLAGS=--xla_force_host_platform_device_count=4`).
 - TensorFlow: `MirroredStrategy` on 2 logical CPU devices.
@@ -46,7 +46,7 @@ def assert_matches_single_device(single_losses, result):
     assert result["max_weight_diff"] < WEIGHT_ATOL, result
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="runs from the JAX session only")
+@pytest.mark.skipif(BACKEND != "jax", reason="runs from the JAX pass only")
 def test_jax_data_and_model_parallel_match_one_device():
     result = run_check(
         [sys.executable, "tests/helpers/distributed_jax_check.py"],
@@ -66,14 +66,14 @@ def test_jax_data_and_model_parallel_match_one_device():
     assert specs["norm/gamma"] == "P(None,)"
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="runs from the TensorFlow session only")
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="runs from the TensorFlow pass only")
 def test_tf_mirrored_strategy_matches_one_device():
     result = run_check([sys.executable, "tests/helpers/distributed_tf_check.py"], "tensorflow")
     assert result["replicas"] == 2
     assert_matches_single_device(result["single_losses"], result["mirrored"])
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="runs from the torch session only")
+@pytest.mark.skipif(BACKEND != "torch", reason="runs from the torch pass only")
 def test_torch_ddp_matches_one_process():
     result = run_check(
         [

@@ -12,7 +12,7 @@ tensor.
    bit-identical weights and outputs identical to the reference model's in
    that backend.
 
-Runs from the jax pytest session only (it drives all three backends itself).
+Runs in the JAX pass of tests/run.sh only (it drives all three backends itself).
 """
 
 import json
@@ -47,7 +47,7 @@ CONFIG = dict(
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax",
-    reason="spawns one subprocess per backend itself; run once, from the jax session",
+    reason="spawns one subprocess per backend itself; run once, from the JAX pass",
 )
 
 

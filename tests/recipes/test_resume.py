@@ -113,7 +113,7 @@ def run_script(path, directory, crash_epoch=None):
 
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",
-    reason="spawns processes; runs once, from the jax session (the in-process "
+    reason="spawns processes; runs once, from the JAX pass of tests/run.sh (the in-process "
     "test below covers every backend)",
 )
 def test_killed_run_resumes_from_last_completed_epoch(tmp_path, reference):

@@ -358,7 +358,7 @@ def test_command_line_writes_a_loadable_model(tmp_path, capsys):
 
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",
-    reason="a subprocess check, run once (from the jax session)",
+    reason="a subprocess check, run once (from the JAX pass)",
 )
 def test_import_and_help_need_no_torch():
     # torch cannot be imported at all in the child; keras_mae must not need it.

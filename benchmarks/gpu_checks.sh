@@ -3,7 +3,7 @@
 # of about 10 minutes on one H100, in priority order; each step gets what is left of
 # the time budget and writes its log to $OUT (default ./gpu_out), with a summary.txt.
 #
-#   bash benchmarks/gpu_session.sh [BUDGET_SECONDS] [CIFAR10_FOLDER_OR_TAR_GZ]
+#   bash benchmarks/gpu_checks.sh [BUDGET_SECONDS] [CIFAR10_FOLDER_OR_TAR_GZ]
 #
 # Run it from the repository root on a machine with a GPU, after installing a CUDA
 # build of jax and of torch, transformers, pillow, and this package (which brings
