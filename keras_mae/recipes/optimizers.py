@@ -37,7 +37,7 @@ def pretraining_optimizer(
 
     Args:
         model: the model whose `trainable_variables` will be optimised (built).
-        learning_rate: float or schedule (see `keras_mae.schedules.WarmupCosine`).
+        learning_rate: float or schedule (see `keras_mae.recipes.schedules.WarmupCosine`).
         weight_decay: float. Defaults to 0.05.
         beta_1, beta_2: floats. Default to 0.9 and 0.95.
         gradient_accumulation_steps: int >= 2 or None.
