@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_mae.kernels.kernel import Kernel
+from keras_mae.kernels.sublayer import direct_call
 
 
 def reference_layer_norm(layer, x):
@@ -34,17 +35,10 @@ def centred_layer_norm(layer, x):
     return ops.cast(out, x.dtype)
 
 
-def fused_layer_norm(layer, x):
-    """Keras' layer, which calls torch's fused `F.layer_norm`, without `__call__`."""
-    if layer.quantization_mode is not None:
-        return layer(x)
-    return layer.call(x)
-
-
 layer_norm = Kernel(
     "layer_norm",
     reference_layer_norm,
     jax=centred_layer_norm,
     tensorflow=centred_layer_norm,
-    torch=fused_layer_norm,
+    torch=direct_call,  # Keras' layer calls torch's fused F.layer_norm
 )

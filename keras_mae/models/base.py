@@ -24,10 +24,16 @@ class PresetMixin:
     presets = PRESETS
 
     @classmethod
+    def constructor_arguments(cls):
+        """The names of the arguments `cls(...)` takes (beyond `**kwargs`)."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD} - {"self"}
+
+    @classmethod
     def preset_config(cls, name):
         """The constructor arguments of `cls` for preset `name` (a fresh dict)."""
-        parameters = inspect.signature(cls.__init__).parameters
-        return {k: v for k, v in preset_config(name).items() if k in parameters}
+        accepted = cls.constructor_arguments()
+        return {k: v for k, v in preset_config(name).items() if k in accepted}
 
     @classmethod
     def from_preset(cls, name, **overrides):

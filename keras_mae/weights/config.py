@@ -2,10 +2,9 @@
 
 From a named preset, a Hugging Face `config.json`, or the checkpoint's shapes
 (with the head counts of the preset of the same shape). The class to build is
-given by the caller; its `preset_config` and `presets` answer for presets.
+given by the caller; its `presets`, `preset_config` and `constructor_arguments`
+answer for presets and for which arguments it takes.
 """
-
-import inspect
 
 from keras_mae.weights.key_map import hf_to_official
 from keras_mae.weights.key_map import is_hf_layout
@@ -82,12 +81,6 @@ def infer_config(state_dict, presets):
     return config
 
 
-def constructor_arguments(cls):
-    """The names of the arguments `cls(...)` takes (beyond `**kwargs`)."""
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    return {p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD} - {"self"}
-
-
 def build_config(state_dict, hf_config, preset, overrides, cls):
     """The constructor arguments of `cls` for this checkpoint.
 
@@ -97,7 +90,8 @@ def build_config(state_dict, hf_config, preset, overrides, cls):
         preset: a key of `cls.presets`, or None.
         overrides: dict of constructor arguments that win over all of the above;
             `image_size=(H, W)` replaces the height and width of `image_shape`.
-        cls: the model class, with a `presets` table and a `preset_config`.
+        cls: the model class, with a `presets` table, `preset_config` and
+            `constructor_arguments` (`keras_mae.models.base.PresetMixin`).
     """
     if preset is not None:
         config = cls.preset_config(preset)
@@ -105,7 +99,7 @@ def build_config(state_dict, hf_config, preset, overrides, cls):
         config = config_from_hf(hf_config)
     else:
         config = infer_config(state_dict, cls.presets)
-    accepted = constructor_arguments(cls)
+    accepted = cls.constructor_arguments()
     config = {k: v for k, v in config.items() if k in accepted}
     overrides = dict(overrides)
     if "image_size" in overrides:  # (H, W): keep the channels of the architecture

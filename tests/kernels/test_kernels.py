@@ -149,21 +149,15 @@ def test_kernel_rejects_unknown_backends():
 
 @pytest.mark.parametrize("implementation", ["implementation", "reference"])
 def test_layer_norm_equals_float64_numpy(implementation):
-    wrap, x, _ = layer_norm_case()
-    norm = kernels.layer_norm
-    layer = wrap(getattr(norm, implementation))
+    wrap, x, (gamma, beta) = layer_norm_case()
+    layer = wrap(getattr(kernels.layer_norm, implementation))
     out = to_numpy(layer(ops.convert_to_tensor(x.astype("float32"))))
     x64 = x.astype("float32").astype(np.float64)
-    (gamma, beta) = (to_numpy(w).astype(np.float64) for w in layer_norm_case_weights())
+    gamma, beta = (to_numpy(w).astype(np.float64) for w in (gamma, beta))
     centred = x64 - x64.mean(-1, keepdims=True)
     exact = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-6) * gamma + beta
     # float32 rounding of the statistics at this offset: a few 1e-6.
     np.testing.assert_allclose(out, exact, rtol=2e-5, atol=2e-5)
-
-
-def layer_norm_case_weights():
-    norm = randomised(keras.layers.LayerNormalization(epsilon=1e-6), (None, 16))
-    return norm.gamma, norm.beta
 
 
 def test_layer_norm_statistics_are_float32_under_bfloat16():
