@@ -1,5 +1,10 @@
+import math
+
 import keras
 from keras import ops
+
+from keras_mae.kernels.concrete import is_concrete
+from keras_mae.layers.checks import check_seed
 
 
 def num_kept(num_patches, mask_ratio):
@@ -7,16 +12,89 @@ def num_kept(num_patches, mask_ratio):
     return int(num_patches * (1 - mask_ratio))
 
 
-def check_mask_ratio(mask_ratio):
+def workable_mask_ratio(num_patches):
+    """The largest two-decimal mask ratio that keeps one patch and masks one, or None."""
+    if num_patches < 2:
+        return None
+    ratio = math.floor(100 * (1 - 1 / num_patches)) / 100
+    return ratio if num_kept(num_patches, ratio) >= 1 else None
+
+
+def check_mask_ratio(mask_ratio, num_patches=None, what="patch"):
+    """Validate `mask_ratio` (0 < ratio < 1) and, given `num_patches`, that it
+    keeps at least one patch visible and masks at least one.
+
+    A ratio of 0 masks nothing: the loss (over masked patches only) is then
+    exactly 0 and training changes no weight.
+    """
     if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)):
         raise ValueError(
-            f"mask_ratio must be a number in [0, 1). Received: mask_ratio={mask_ratio!r}"
+            "mask_ratio must be a number in (0, 1), the fraction of patches masked "
+            f"(e.g. 0.75). Received: mask_ratio={mask_ratio!r}"
         )
-    if not 0.0 <= mask_ratio < 1.0:
+    if not 0.0 < mask_ratio < 1.0:
         raise ValueError(
-            "mask_ratio is the fraction of patches removed and must be in [0, 1). "
-            f"Received: mask_ratio={mask_ratio}"
+            "mask_ratio is the fraction of patches removed and must be in (0, 1): 0 "
+            "masks nothing (the loss is then 0 and nothing trains), 1 keeps nothing. "
+            f"Received: mask_ratio={mask_ratio}. Use e.g. 0.75 (the paper's)."
         )
+    if num_patches is None:
+        return
+    len_keep = num_kept(num_patches, mask_ratio)
+    if 1 <= len_keep < num_patches:
+        return
+    workable = workable_mask_ratio(num_patches)
+    plural = "patches" if what == "patch" else f"{what}s"
+    advice = (
+        f"use a mask_ratio in (0, {workable}] for {num_patches} {plural}"
+        + (" (e.g. 0.75)" if workable >= 0.75 else "")
+        + ", or smaller patches."
+        if workable is not None
+        else "use smaller patches (one patch cannot be both visible and masked)."
+    )
+    kept = f"int({num_patches} * (1 - {mask_ratio})) = {len_keep}"
+    verb = "keeps" if len_keep < 1 else "masks"
+    problem = f"{verb} no {what} out of {num_patches} ({kept} kept)"
+    raise ValueError(f"mask_ratio={mask_ratio} {problem}; {advice}")
+
+
+def check_noise(noise, tokens):
+    """`noise` must be `(batch, L)` for tokens `(batch, L, dim)`, and finite.
+
+    Shapes are compared where they are known (always eagerly and under JAX;
+    a TensorFlow graph may leave the batch open, and then a reshape to
+    `(batch, L)` fails at run time rather than broadcasting one mask over the
+    batch). Values are checked only on eager calls, where they are at hand.
+
+    Returns:
+        `noise`, reshaped to `(batch, L)` where the batch is not static.
+    """
+    batch, num_patches = tokens.shape[0], tokens.shape[1]
+    shape = tuple(noise.shape)
+    bad_rank = len(shape) != 2
+    bad_length = not bad_rank and shape[1] is not None and shape[1] != num_patches
+    bad_batch = not bad_rank and batch is not None and shape[0] is not None and shape[0] != batch
+    if bad_rank or bad_length or bad_batch:
+        raise ValueError(
+            f"noise must have shape (batch, L) = ({batch}, {num_patches}): one row of "
+            f"{num_patches} values per image (a noise of one row is not broadcast over "
+            f"the batch). Received: noise.shape={shape} for {batch} image(s). Pass one "
+            "row per image, e.g. keras.random.uniform((batch, L)), or leave noise=None "
+            "to draw it from the layer's seed."
+        )
+    if keras.backend.is_float_dtype(keras.backend.standardize_dtype(noise.dtype)):
+        bad = ops.sum(ops.cast(ops.logical_not(ops.isfinite(noise)), "int32"))
+        # Inside a traced step (even on constant noise, which JAX then stages)
+        # the count is symbolic: checked only when it has a value.
+        if is_concrete(bad) and int(bad):
+            raise ValueError(
+                f"noise holds {int(bad)} non-finite value(s) (NaN or inf) out of "
+                f"{shape[0] * shape[1]}: the mask would be arbitrary. Pass finite noise, "
+                "e.g. keras.random.uniform((batch, L)), or leave noise=None."
+            )
+    if batch is None or shape[0] is None:
+        noise = ops.reshape(noise, (ops.shape(tokens)[0], num_patches))
+    return noise
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
@@ -31,12 +109,15 @@ class RandomMasking(keras.layers.Layer):
     reproduced exactly).
 
     Args:
-        mask_ratio: float in [0, 1), fraction of tokens removed. Defaults to 0.75.
+        mask_ratio: float in (0, 1), fraction of tokens removed; it must keep
+            at least one token of each sample and remove at least one.
+            Defaults to 0.75.
         seed: int or None, seed of the noise generator.
 
     Call arguments:
         tokens: `(batch, L, dim)`.
-        noise: optional `(batch, L)` float; smaller values are kept.
+        noise: optional `(batch, L)` float, exactly one finite row per sample
+            (a single row is not broadcast); smaller values are kept.
 
     Returns:
         A tuple `(visible, mask, ids_restore)`: `visible` `(batch, len_keep, dim)`
@@ -56,6 +137,7 @@ class RandomMasking(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         check_mask_ratio(mask_ratio)
+        check_seed("seed", seed)
         self.mask_ratio = mask_ratio
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -64,21 +146,14 @@ class RandomMasking(keras.layers.Layer):
         if keras.backend.is_float_dtype(tokens.dtype):
             tokens = ops.cast(tokens, self.compute_dtype)
         num_patches = tokens.shape[1]
+        check_mask_ratio(self.mask_ratio, num_patches, what="token")
         len_keep = num_kept(num_patches, self.mask_ratio)
-        if len_keep < 1:
-            raise ValueError(
-                f"mask_ratio={self.mask_ratio} keeps no token out of {num_patches}: "
-                "lower mask_ratio or use smaller patches."
-            )
         if noise is None:
             noise = keras.random.uniform(
                 (ops.shape(tokens)[0], num_patches), seed=self.seed_generator
             )
-        elif tuple(noise.shape[1:]) != (num_patches,):
-            raise ValueError(
-                f"noise must have shape (batch, {num_patches}). "
-                f"Received: noise.shape={tuple(noise.shape)}"
-            )
+        else:
+            noise = check_noise(noise, tokens)
         ids_shuffle = ops.cast(ops.argsort(noise, axis=1), "int32")  # (B, L)
         ids_restore = ops.cast(ops.argsort(ids_shuffle, axis=1), "int32")  # (B, L)
         ids_keep = ids_shuffle[:, :len_keep]  # (B, len_keep)

@@ -1,7 +1,12 @@
+import warnings
+
 import keras
 from keras import ops
 
 from keras_mae import kernels
+from keras_mae.kernels.precision import check_compute_dtype
+from keras_mae.layers import checks
+from keras_mae.layers.patching import check_image_shape
 from keras_mae.layers.patching import patchify
 from keras_mae.layers.patching import unpatchify
 from keras_mae.layers.random_masking import RandomMasking
@@ -13,6 +18,84 @@ from keras_mae.models.mae_decoder import MAEDecoder
 from keras_mae.models.mae_encoder import MAEEncoder
 
 NORM_PIX_EPSILON = 1e-6
+# Layers that bring integer pixels (0-255) to a small float range.
+NORMALIZING_LAYERS = (keras.layers.Rescaling, keras.layers.Normalization)
+
+
+def check_arguments(
+    image_shape,
+    patch_size,
+    hidden_dim,
+    num_layers,
+    num_heads,
+    mlp_ratio,
+    decoder_hidden_dim,
+    decoder_num_layers,
+    decoder_num_heads,
+    mask_ratio,
+    norm_pix_loss,
+    layer_norm_epsilon,
+    seed,
+):
+    """Every constructor argument, under the name the caller used, before any layer exists."""
+    grid = check_image_shape(None if image_shape is None else tuple(image_shape), patch_size)
+    checks.check_transformer(hidden_dim, num_layers, num_heads, mlp_ratio, layer_norm_epsilon)
+    checks.check_transformer(
+        decoder_hidden_dim,
+        decoder_num_layers,
+        decoder_num_heads,
+        mlp_ratio,
+        layer_norm_epsilon,
+        prefix="decoder_",
+    )
+    checks.check_bool("norm_pix_loss", norm_pix_loss)
+    checks.check_seed("seed", seed)
+    check_mask_ratio(mask_ratio, grid[0] * grid[1])
+
+
+def has_normalization(layer):
+    """Whether `layer` is, or contains (through `.layers`), a Rescaling or Normalization."""
+    if isinstance(layer, NORMALIZING_LAYERS):
+        return True
+    return any(has_normalization(inner) for inner in getattr(layer, "layers", ()))
+
+
+def integer_images_message(dtype):
+    return (
+        f"images are {dtype} (integer pixels, e.g. 0-255) and the model has no "
+        "augmentation to normalise them: it would regress raw pixel values (a loss in "
+        "the thousands). Give floats in [0, 1] (e.g. images.astype('float32') / 255), "
+        "or build the MaskedAutoencoder with augmentation=keras.Sequential([..., "
+        "keras.layers.Rescaling(1 / 255)]) or a keras.layers.Normalization, which "
+        "normalise inside the step."
+    )
+
+
+def dtype_name(dtype):
+    return keras.backend.standardize_dtype(dtype)
+
+
+def data_images(data):
+    """The images of `fit`/`evaluate` data when they can be seen without reading
+    it: an array (or tensor), a dict's `"images"`, the first of a tuple; None
+    for datasets and generators."""
+    if isinstance(data, dict):
+        data = data.get("images")
+    elif isinstance(data, (tuple, list)) and data:
+        data = data[0]
+    return data if hasattr(data, "shape") and hasattr(data, "dtype") else None
+
+
+def dataset_images_spec(data):
+    """The images' `(shape, dtype)` spec of a `tf.data.Dataset`-like input, or None."""
+    spec = getattr(data, "element_spec", None)
+    if isinstance(spec, dict):
+        spec = spec.get("images")
+    elif isinstance(spec, (tuple, list)) and spec:
+        spec = spec[0]
+        if isinstance(spec, dict):
+            spec = spec.get("images")
+    return spec if hasattr(spec, "dtype") and hasattr(spec, "shape") else None
 
 
 def normalize_patches(patches):
@@ -57,7 +140,9 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         decoder_hidden_dim: int. Defaults to 512.
         decoder_num_layers: int. Defaults to 8.
         decoder_num_heads: int. Defaults to 16.
-        mask_ratio: float in [0, 1), fraction of patches removed. Defaults to 0.75.
+        mask_ratio: float in (0, 1), fraction of patches removed; it must keep
+            one patch visible and mask one (`1 <= int(L * (1 - mask_ratio)) < L`).
+            Defaults to 0.75.
         norm_pix_loss: bool, regress each patch normalised by its own mean and
             (unbiased) variance. Defaults to False.
         layer_norm_epsilon: float. Defaults to 1e-6.
@@ -73,13 +158,26 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             not include it. Defaults to None (inputs used as given).
         attention_padding: `"auto"`, None or int >= 2, for every block; see
             `keras_mae.ViTBlock`. Defaults to `"auto"`.
+        remat: bool, activation checkpointing in every encoder and decoder
+            block (see `keras_mae.ViTBlock`): less memory, one more forward
+            pass of the blocks per step, the same gradients. Defaults to False.
         dtype: dtype policy, e.g. `"mixed_bfloat16"`; the loss is float32.
+            float16 compute (`"mixed_float16"`) is refused under JAX on a CPU,
+            where XLA cannot run it; `"mixed_bfloat16"` works there.
+
+    Images are floats (e.g. in [0, 1]) or, with an `augmentation` that
+    normalises them (a `keras.layers.Rescaling` or `Normalization`), integers
+    such as `uint8`. Integer images without an augmentation are refused with a
+    `ValueError` (never trained on as raw 0-255 values); with an augmentation
+    that holds no such layer, a warning says so. `fit` and `evaluate` also
+    refuse empty arrays ("0 images") before any step.
 
     Call arguments:
         inputs: images `(batch, H, W, C)`, or a dict with `"images"` and,
             optionally, `"noise"`.
         noise: optional `(batch, L)` noise making the mask deterministic (the
-            official semantics: the `len_keep` smallest values are kept).
+            official semantics: the `len_keep` smallest values are kept);
+            exactly one finite row per image (not broadcast).
 
     Returns:
         A dict: `"pred"` `(batch, L, p*p*C)`, `"mask"` `(batch, L)` (1 = removed),
@@ -111,13 +209,30 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         seed=None,
         augmentation=None,
         attention_padding="auto",
+        remat=False,
         dtype=None,
         **kwargs,
     ):
+        check_arguments(
+            image_shape,
+            patch_size,
+            hidden_dim,
+            num_layers,
+            num_heads,
+            mlp_ratio,
+            decoder_hidden_dim,
+            decoder_num_layers,
+            decoder_num_heads,
+            mask_ratio,
+            norm_pix_loss,
+            layer_norm_epsilon,
+            seed,
+        )
         # Inputs are not autocast (each layer casts its own): `noise` rounded to
         # a half-precision compute dtype would tie values and change the mask.
         kwargs.setdefault("autocast", False)
         super().__init__(dtype=dtype, **kwargs)
+        check_compute_dtype(self.dtype_policy, "the MaskedAutoencoder")
         if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
             raise TypeError(
                 "augmentation must be a Keras layer (e.g. keras.Sequential([...])) or "
@@ -128,7 +243,7 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             # there); for inputs of another size, build it before passing it.
             augmentation.build((None, *tuple(image_shape)))
         self.augmentation = augmentation
-        check_mask_ratio(mask_ratio)
+        self.warned_unnormalized = False
         attention_padding = kernels.check_attention_padding(attention_padding)
         image_shape = tuple(image_shape)
         self.encoder = MAEEncoder(
@@ -140,6 +255,7 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             mlp_ratio=mlp_ratio,
             layer_norm_epsilon=layer_norm_epsilon,
             attention_padding=attention_padding,
+            remat=remat,
             dtype=dtype,
             name="encoder",
         )
@@ -151,11 +267,6 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             )
         num_patches = self.encoder.num_patches
         len_keep = num_kept(num_patches, mask_ratio)
-        if len_keep < 1:
-            raise ValueError(
-                f"mask_ratio={mask_ratio} keeps no patch out of {num_patches}: "
-                "lower mask_ratio or use smaller patches."
-            )
         self.masking = RandomMasking(mask_ratio, seed=seed, dtype=dtype, name="masking")
         self.decoder = MAEDecoder(
             self.encoder.grid_size,
@@ -166,6 +277,7 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             mlp_ratio=mlp_ratio,
             layer_norm_epsilon=layer_norm_epsilon,
             attention_padding=attention_padding,
+            remat=remat,
             dtype=dtype,
             name="decoder",
         )
@@ -185,6 +297,7 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.seed = seed
         self.attention_padding = attention_padding
+        self.remat = remat
         self.num_patches = num_patches
         self.built = True
 
@@ -204,9 +317,64 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             noise = inputs.get("noise", noise)
         else:
             images = inputs
+        self.check_pixel_dtype(images.dtype)
         if self.augmentation is None:
             self.check_images(images)
         return images, noise
+
+    def check_pixel_dtype(self, dtype):
+        """Integer images need a normalising augmentation: refused without one."""
+        if keras.backend.is_float_dtype(dtype_name(dtype)):
+            return
+        if self.augmentation is None:
+            raise ValueError(integer_images_message(dtype_name(dtype)))
+        if not has_normalization(self.augmentation) and not self.warned_unnormalized:
+            self.warned_unnormalized = True
+            warnings.warn(
+                f"images are {dtype_name(dtype)} (integer pixels) and the model's "
+                f"augmentation {self.augmentation.name!r} holds no keras.layers.Rescaling "
+                "or Normalization: unless one of its own layers normalises, the model "
+                "regresses raw pixel values. Add keras.layers.Rescaling(1 / 255) (or a "
+                "Normalization) at its end.",
+                stacklevel=2,
+            )
+
+    def check_data(self, data, name="x", method="fit"):
+        """Refuse empty or integer (un-normalised) data before `fit`/`evaluate` starts."""
+        images = data_images(data)
+        if images is not None:
+            shape, dtype = tuple(images.shape), images.dtype
+        else:
+            spec = dataset_images_spec(data)
+            if spec is None:
+                return
+            shape, dtype = tuple(spec.shape), spec.dtype
+            cardinality = getattr(data, "cardinality", None)
+            if callable(cardinality) and int(cardinality()) == 0:
+                raise ValueError(
+                    f"0 images: the dataset given as {name} to {method} is empty (cardinality "
+                    "0). Check the data: an empty folder or split, a filter or take() "
+                    "that removed every element."
+                )
+        if len(shape) >= 1 and shape[0] == 0 and images is not None:
+            raise ValueError(
+                f"0 images: {method} received {name} of shape {shape}. Give at least one "
+                "image (N >= 1); check the data loading (an empty folder or split, a "
+                "filter that removed every image)."
+            )
+        self.check_pixel_dtype(dtype)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras' `fit`, after refusing empty or un-normalised integer images."""
+        self.check_data(x)
+        if kwargs.get("validation_data") is not None:
+            self.check_data(kwargs["validation_data"], "validation_data")
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """Keras' `evaluate`, after refusing empty or un-normalised integer images."""
+        self.check_data(x, method="evaluate")
+        return super().evaluate(x, y, *args, **kwargs)
 
     def check_images(self, images):
         if len(images.shape) != 4 or tuple(images.shape[1:]) != self.image_shape:
@@ -309,6 +477,7 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "seed": self.seed,
             "attention_padding": self.attention_padding,
+            "remat": self.remat,
             "augmentation": (
                 None
                 if self.augmentation is None

@@ -81,13 +81,18 @@ def test_same_seed_same_masks_and_steps_draw_new_ones():
 
 
 def test_encoder_backbone_equals_the_mae_encoder_path_without_masking():
-    # mask_ratio 0 with increasing noise keeps every patch in order, so the MAE's
-    # latent must equal the backbone's tokens.
-    mae = tiny_mae(mask_ratio=0.0)
+    # Increasing noise keeps the first patches in order, so the MAE's latent must
+    # be the backbone's layers run on those patches; and the backbone on every
+    # patch is the same layers without masking (a mask_ratio of 0 is refused).
+    mae = tiny_mae(mask_ratio=0.5)
     images, _ = images_and_noise()
     noise = np.tile(np.linspace(0, 1, 6, dtype="float32"), (4, 1))
     latent = to_numpy(mae(images, noise=noise)["latent"])
-    np.testing.assert_allclose(to_numpy(mae.encoder(images)), latent, rtol=1e-5, atol=1e-6)
+    tokens = mae.encoder.patch_encoder(images)  # (4, 6, 16)
+    kept = to_numpy(mae.encoder.encode_tokens(tokens[:, :3]))
+    np.testing.assert_allclose(kept, latent, rtol=1e-5, atol=1e-6)
+    every = to_numpy(mae.encoder.encode_tokens(tokens))
+    np.testing.assert_allclose(to_numpy(mae.encoder(images)), every, rtol=1e-5, atol=1e-6)
     # Shared weights, not copies.
     mae_ids = {id(w) for w in mae.weights}
     assert all(id(w) in mae_ids for w in mae.encoder.weights)
@@ -123,8 +128,9 @@ def test_unknown_preset_lists_the_known_ones():
     "overrides,message",
     [
         ({"image_shape": (30, 32, 3), "patch_size": 4}, r"image size \(30, 32\) is not divisible"),
-        ({"mask_ratio": 1.0}, r"mask_ratio .* must be in \[0, 1\)"),
-        ({"mask_ratio": -0.5}, r"must be in \[0, 1\)"),
+        ({"mask_ratio": 1.0}, r"mask_ratio .* must be in \(0, 1\)"),
+        ({"mask_ratio": -0.5}, r"must be in \(0, 1\)"),
+        ({"mask_ratio": 0.0}, r"must be in \(0, 1\): 0 masks nothing"),
         ({"mask_ratio": 0.95}, "keeps no patch out of 6"),
     ],
 )
