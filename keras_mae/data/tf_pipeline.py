@@ -13,19 +13,28 @@ Sources (`load_source`):
 Training streams (`train_dataset`) are a pure function of `(seed, epoch, position)`:
 the order of each epoch and every random crop and flip are drawn with stateless
 ops from those numbers, so a run resumed at epoch k sees exactly the batches an
-uninterrupted run would have seen (for in-memory and folder sources).
+uninterrupted run would have seen: in-memory and folder sources by a stateless
+permutation of each epoch, tfds sources by a shuffle buffer seeded from
+`(seed, epoch)`. Every source can `describe()` itself (kind, name or path, size,
+content digest of arrays): what a checkpoint records of its data.
 """
 
 import dataclasses
+import hashlib
 import math
+import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_mae.data.arrays import fingerprint
 from keras_mae.data.image_folder import EVAL_SPLITS
+from keras_mae.data.image_folder import check_image_files
 from keras_mae.data.image_folder import list_image_folder
 from keras_mae.data.statistics import default_mean_std
+from keras_mae.data.tensorflow_import import import_tensorflow
+
+tf = import_tensorflow()  # quietly; GPUs hidden from it unless Keras runs on it
 
 
 @dataclasses.dataclass
@@ -80,6 +89,9 @@ class ArraySource:
     def label(self, index):
         return tf.gather(tf.constant(self.labels), index)
 
+    def describe(self):
+        return {"source": "arrays", **fingerprint(self.images)}
+
 
 @dataclasses.dataclass
 class FolderSource:
@@ -89,13 +101,47 @@ class FolderSource:
     labels: np.ndarray
     class_names: list
     channels: int
+    root: str = None
+    split: str = None
 
     def __len__(self):
         return len(self.paths)
 
+    def describe(self):
+        listing = hashlib.sha1("\n".join(map(str, self.paths)).encode()).hexdigest()
+        return {
+            "source": "folder",
+            "path": self.root,
+            "split": self.split,
+            "images": len(self.paths),
+            "classes": len(self.class_names),
+            "channels": int(self.channels),
+            "files_sha1": listing,
+        }
+
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    def explain_read_error(self, error):
+        """A `ValueError` naming the damaged files behind a decoding `error`, or None.
+
+        Listing the folder checks every file's header and end; damage in the
+        middle of a file shows only when TensorFlow decodes it, mid-epoch, with
+        a message that names no file. Then every file is decoded once (about
+        3 s for 10,000 small JPEGs) to name the culprits.
+        """
+        if not isinstance(error, tf.errors.InvalidArgumentError):
+            return None
+        try:
+            check_image_files(self.paths, "decode", where=self.root)
+        except ValueError as named:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            return ValueError(
+                f"{named} TensorFlow stopped reading them in the middle of an epoch ({reason}); "
+                "the last completed epoch's checkpoint, if any, is intact."
+            )
+        return None
 
     def load(self, index):
         data = tf.io.read_file(tf.gather(tf.constant(self.paths), index))
@@ -117,9 +163,20 @@ class TFDSSource:
     channels: int
     image_key: str
     label_key: str
+    name: str = None
+    split: str = None
 
     def __len__(self):
         return self.num_examples
+
+    def describe(self):
+        return {
+            "source": "tfds",
+            "name": self.name,
+            "split": self.split,
+            "images": int(self.num_examples),
+            "channels": int(self.channels),
+        }
 
     @property
     def num_classes(self):
@@ -163,7 +220,9 @@ def load_folder(root, split="train", channels=None):
     if channels is None:
         first = tf.io.decode_image(tf.io.read_file(paths[0]), expand_animations=False)
         channels = 1 if first.shape[-1] == 1 else 3
-    return FolderSource(paths, labels, class_names, channels)
+    return FolderSource(
+        paths, labels, class_names, channels, root=os.path.abspath(root), split=split
+    )
 
 
 def load_tfds(name, split="train", data_dir=None):
@@ -212,7 +271,9 @@ def load_tfds(name, split="train", data_dir=None):
     count = int(dataset.cardinality())
     if count < 0:
         count = splits[split].num_examples
-    return TFDSSource(dataset, count, class_names, channels, image_key, label_key)
+    return TFDSSource(
+        dataset, count, class_names, channels, image_key, label_key, name=name, split=split
+    )
 
 
 def materialize(source):
@@ -339,6 +400,15 @@ def size_pair(image_size):
 # === Pipelines ===
 
 
+def concatenate_balanced(datasets):
+    """`datasets` one after the other, as a balanced tree of `concatenate` (shallow
+    for hundreds of epochs); None for an empty list."""
+    while len(datasets) > 1:
+        pairs = [a.concatenate(b) for a, b in zip(datasets[::2], datasets[1::2])]
+        datasets = pairs + ([datasets[-1]] if len(datasets) % 2 else [])
+    return datasets[0] if datasets else None
+
+
 def train_dataset(
     source,
     image_size,
@@ -380,7 +450,9 @@ def train_dataset(
         image_transform: optional `fn(image in [0,1], seed) -> image`, before
             normalisation (e.g. RandAugment).
         batch_transform: optional `fn(images, labels) -> (images, labels)` on
-            normalised batches (e.g. mixup / cutmix / random erasing).
+            normalised batches (e.g. mixup / cutmix); with an attribute
+            `takes_seed = True` it is called as `fn(images, labels, seed)`
+            with a stateless `(2,)` seed of `(seed, batch index)`.
 
     Returns:
         `(dataset, steps_per_epoch)`.
@@ -412,18 +484,22 @@ def train_dataset(
         return (image, label) if with_labels else image
 
     if isinstance(source, TFDSSource):
-        # Streamed: a seeded shuffle buffer, reshuffled each epoch. Resuming keeps
-        # weights, optimizer and schedule; the data order after resume differs.
+        # Streamed: each epoch is the split read in order through a shuffle
+        # buffer seeded from (seed, epoch) alone, so a resumed run (started at
+        # initial_epoch, nothing skipped) sees what an uninterrupted one sees.
         def decode(example, element):
             image = tf.cast(example[source.image_key], tf.float32) / 255.0
             label = example[source.label_key] if source.label_key else tf.constant(0, tf.int64)
             return finish(augment(image, element), tf.cast(label, tf.int64))
 
-        stream = (
-            source.dataset.shuffle(10_000, seed=seed + initial_epoch)
-            .repeat()
-            .take(per_epoch * max(epochs - initial_epoch, 0))
-        )
+        # (Python-int seeds: tf.data refuses tensor seeds under a global seed.)
+        epoch_streams = [
+            source.dataset.shuffle(
+                min(10_000, count), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+            ).take(per_epoch)
+            for epoch in range(initial_epoch, epochs)
+        ]
+        stream = concatenate_balanced(epoch_streams) or source.dataset.take(0)
         stream = tf.data.Dataset.zip(
             (stream, tf.data.Dataset.range(initial_epoch * per_epoch, epochs * per_epoch))
         )
@@ -441,7 +517,18 @@ def train_dataset(
         stream = tf.data.Dataset.range(initial_epoch * per_epoch, epochs * per_epoch)
         stream = stream.map(element_fn, num_parallel_calls=tf.data.AUTOTUNE)
     stream = stream.batch(batch_size, drop_remainder=True)
-    if batch_transform is not None:
+    if batch_transform is not None and getattr(batch_transform, "takes_seed", False):
+        # Stateless: batch b of the run draws from (seed, b), whatever the order.
+        batch_indices = tf.data.Dataset.range(initial_epoch * steps, epochs * steps)
+
+        def seeded_batch_transform(batch, index):
+            batch_seed = tf.stack([tf.constant(seed, tf.int64), index + (1 << 41)])
+            return batch_transform(*batch, batch_seed)
+
+        stream = tf.data.Dataset.zip((stream, batch_indices)).map(
+            seeded_batch_transform, num_parallel_calls=tf.data.AUTOTUNE
+        )
+    elif batch_transform is not None:
         stream = stream.map(batch_transform, num_parallel_calls=tf.data.AUTOTUNE)
     return stream.prefetch(tf.data.AUTOTUNE), steps
 
@@ -514,6 +601,47 @@ def measure_throughput(dataset, batches=50):
     return images / (time.perf_counter() - start)
 
 
+class ElementSeed(keras.random.SeedGenerator):
+    """A `SeedGenerator` whose draws are stateless: the `k`-th draw is
+    `fold_in(seed, k)` of a `(2,)` seed tensor, so a Keras random layer called
+    with it inside a parallel tf.data map gives the same result in any order."""
+
+    def __init__(self, seed):  # no state variable: nothing is shared between elements
+        self.seed = tf.cast(seed, tf.int64)
+        self.draws = 0
+
+    def next(self, ordered=True):
+        self.draws += 1
+        return tf.random.experimental.stateless_fold_in(self.seed, self.draws)
+
+
+def seeded_call(layer, data, seed):
+    """`layer(data, training=True)`, its random transformation drawn from `seed`
+    (`ElementSeed`) instead of the layer's own, stateful generator."""
+    fixed = ElementSeed(seed)
+    cls = type(layer)
+
+    def get_random_transformation(data, training=True, seed=None):
+        return cls.get_random_transformation(layer, data, training=training, seed=fixed)
+
+    def seed_generator(backend=None):
+        return fixed
+
+    # RandAugment draws its op choice and its sub-layers' transformations from
+    # `_get_seed_generator` rather than the `seed` argument: both are redirected.
+    overrides = {
+        "get_random_transformation": get_random_transformation,
+        "_get_seed_generator": seed_generator,
+    }
+    for name, function in overrides.items():
+        object.__setattr__(layer, name, function)
+    try:
+        return layer(data, training=True)
+    finally:
+        for name in overrides:
+            object.__delattr__(layer, name)
+
+
 def finetune_augmentations(
     num_classes,
     randaugment_magnitude=9,
@@ -525,7 +653,11 @@ def finetune_augmentations(
 ):
     """The fine-tuning augmentation as `(image_transform, batch_transform)` for
     `train_dataset` (TensorFlow-side; Keras layers in tf.data): RandAugment,
-    random erasing, then label smoothing and mixup or cutmix per batch."""
+    random erasing, then label smoothing and mixup or cutmix per batch.
+
+    Deterministic inside parallel maps: every layer draws from a stateless seed
+    of the element (or batch) it transforms (`seeded_call`), never from its own
+    stateful generator, so a stream is a function of `(seed, epoch)` alone."""
     layers = {}
     if randaugment_magnitude:
         layers["randaugment"] = keras.layers.RandAugment(
@@ -539,26 +671,31 @@ def finetune_augmentations(
     cut = keras.layers.CutMix(factor=cutmix, seed=seed) if cutmix else None
 
     def image_transform(image, element_seed):
-        if "randaugment" in layers:
-            image = layers["randaugment"](image, training=True)
-        if "erasing" in layers:
-            image = layers["erasing"](image, training=True)
+        for offset, key in enumerate(("randaugment", "erasing")):
+            if key in layers:
+                seed = tf.random.experimental.stateless_fold_in(element_seed, 101 + offset)
+                image = seeded_call(layers[key], image, seed)
         return tf.clip_by_value(image, 0.0, 1.0)
 
-    def batch_transform(images, labels):
+    def batch_transform(images, labels, batch_seed):
         labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
         if not (mix or cut):
             return images, labels
 
         def apply(layer):
             def fn():
-                out = layer({"images": images, "labels": labels}, training=True)
+                data = {"images": images, "labels": labels}
+                out = seeded_call(
+                    layer, data, tf.random.experimental.stateless_fold_in(batch_seed, 1)
+                )
                 return tf.cast(out["images"], images.dtype), tf.cast(out["labels"], labels.dtype)
 
             return fn
 
         if mix and cut:
-            return tf.cond(tf.random.uniform(()) < 0.5, apply(mix), apply(cut))
+            coin = tf.random.stateless_uniform((), seed=batch_seed)
+            return tf.cond(coin < 0.5, apply(mix), apply(cut))
         return apply(mix or cut)()
 
+    batch_transform.takes_seed = True  # train_dataset passes (seed, batch index)
     return image_transform, batch_transform

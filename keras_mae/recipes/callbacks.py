@@ -7,78 +7,246 @@ Resuming, in three lines (the same code starts a run and continues a killed one)
     model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps, callbacks=[EpochCheckpoint(checkpoint_dir)])
 
-A checkpoint holds every model variable (weights, fixed tables and the masking
-seed state), every optimizer variable (iteration count, moments, accumulated
-gradients) and the number of completed epochs, written atomically at the end
-of each epoch.
+A checkpoint is one file, `variables.npz`: every model variable (weights, fixed
+tables and every `SeedGenerator` state: masking, augmentation, drop path),
+every optimizer variable (iteration count, moments, accumulated gradients),
+the host's global random states (`keras_mae.data.host_rng`), the number of
+completed epochs and the settings of the run that wrote it, together, so they
+can never disagree. `state.json` beside it is a readable copy of the epoch and
+settings, written after it; only old checkpoints without the state inside the
+npz are read from it.
+
+Writes are atomic: into a temporary file in the same directory, flushed and
+fsynced, then renamed over the old one. A failed write (a full disk) removes
+its temporary file and raises `CheckpointWriteError` naming the path and the
+cause; the previous checkpoint is left intact, and a temporary file left by a
+killed write is ignored (and removed by the next write). `save_model_atomically`
+writes `.keras` files the same way.
 """
 
 import importlib.util
 import json
 import math
 import os
+import tempfile
 import time
+import zipfile
 
 import keras
 import numpy as np
 
+from keras_mae.data.host_rng import host_rng_state
+from keras_mae.data.host_rng import set_host_rng_state
+
 STATE_FILE = "state.json"
 VARIABLES_FILE = "variables.npz"
+STATE_KEY = "state/json"
+TEMPORARY_SUFFIX = ".tmp"
+# Temporary names of earlier releases' writer, removed like today's.
+OLD_TEMPORARY_FILES = (VARIABLES_FILE + ".tmp.npz", STATE_FILE + ".tmp")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint or model file could not be written; the previous one is intact."""
 
 
 def _values(variables):
     return {f"{i:06d}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
 
 
-def save_checkpoint(model, directory, epoch):
-    """Write model and optimizer variables and `epoch` (epochs completed) atomically."""
+def _reason(error):
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def is_temporary_file(name, names=(VARIABLES_FILE, STATE_FILE)):
+    """Whether `name` is what an atomic write of one of `names` leaves when killed."""
+    if name in OLD_TEMPORARY_FILES:
+        return True
+    return any(
+        name.startswith(f".{target}.") and name.endswith((TEMPORARY_SUFFIX, ".tmp.keras"))
+        for target in names
+    )
+
+
+def remove_temporary_files(directory, names=(VARIABLES_FILE, STATE_FILE)):
+    """Remove what a killed atomic write of `names` left in `directory` (never a
+    finished file)."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if is_temporary_file(name, names):
+            try:
+                os.remove(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def _fsync_directory(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path, write, what, recovery):
+    """`write(file)` into a temporary file beside `path`, fsync, rename over `path`.
+
+    On any failure the temporary file is removed and `path` keeps its previous
+    content; an `OSError` becomes a `CheckpointWriteError` that names `path`,
+    the cause, and `recovery` (what is still intact and what to do).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix="." + os.path.basename(path) + ".", suffix=TEMPORARY_SUFFIX, dir=directory
+        )
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_directory(directory)
+    except OSError as error:
+        raise CheckpointWriteError(
+            f"could not write the {what} to {path!r} ({_reason(error)}): free space on that "
+            f"disk (or fix its permissions) or use another --output-dir; {recovery}"
+        ) from error
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model_atomically(model, path, recovery="run the same command again to write it."):
+    """`model.save(path)` (a `.keras` file) through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}-{time.time_ns()}.tmp.keras"
+    )
+    try:
+        model.save(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(directory)
+    except OSError as error:
+        raise CheckpointWriteError(
+            f"could not write the model to {path!r} ({_reason(error)}): free space on that "
+            f"disk (or fix its permissions) or use another --output-dir; {recovery}"
+        ) from error
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(model, directory, epoch, settings=None):
+    """Write model and optimizer variables, host random states, `epoch` (epochs
+    completed) and `settings` (JSON-able) atomically, as one file."""
     os.makedirs(directory, exist_ok=True)
+    remove_temporary_files(directory)
+    previous = read_checkpoint_state(directory, missing_ok=True)
     arrays = {f"model/{k}": v for k, v in _values(model.variables).items()}
+    optimizer_variables = []
     if model.optimizer is not None and model.optimizer.built:
-        arrays.update({f"optimizer/{k}": v for k, v in _values(model.optimizer.variables).items()})
-    tmp = os.path.join(directory, VARIABLES_FILE + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, os.path.join(directory, VARIABLES_FILE))
+        optimizer_variables = model.optimizer.variables
+        arrays.update({f"optimizer/{k}": v for k, v in _values(optimizer_variables).items()})
+    arrays.update({f"rng/{k}": v for k, v in host_rng_state().items()})
     state = {
         "epoch": int(epoch),
         "model_variables": len(model.variables),
-        "optimizer_variables": len(model.optimizer.variables) if model.optimizer else 0,
+        "optimizer_variables": len(optimizer_variables),
+        "settings": settings,
     }
-    tmp = os.path.join(directory, STATE_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, os.path.join(directory, STATE_FILE))
+    arrays[STATE_KEY] = np.asarray(json.dumps(state))
+    if previous:
+        recovery = (
+            f"the last good checkpoint (epoch {previous['epoch']}) is intact: run the "
+            "same command again to resume from it."
+        )
+    else:
+        recovery = "there is no earlier checkpoint: the run starts afresh when run again."
+    path = os.path.join(directory, VARIABLES_FILE)
+    write_atomically(path, lambda f: np.savez(f, **arrays), "checkpoint", recovery)
+    # A readable copy; the npz above is what is read back.
+    text = json.dumps(state, indent=1).encode()
+    write_atomically(
+        os.path.join(directory, STATE_FILE),
+        lambda f: f.write(text),
+        "checkpoint's readable state",
+        f"the checkpoint of epoch {epoch} itself is written ({path!r}) and resumes.",
+    )
+
+
+def read_checkpoint_state(directory, missing_ok=True):
+    """The state of the checkpoint in `directory` (`epoch`, variable counts,
+    `settings`, None for checkpoints of earlier releases), or None without one."""
+    path = os.path.join(directory, VARIABLES_FILE)
+    if not os.path.exists(path):
+        if os.path.exists(os.path.join(directory, STATE_FILE)) and not missing_ok:
+            raise FileNotFoundError(
+                f"{os.path.join(directory, STATE_FILE)!r} has no {VARIABLES_FILE} beside it: "
+                "the checkpoint is incomplete. Delete the directory or use another --output-dir."
+            )
+        return None
+    try:
+        with np.load(path) as arrays:
+            if STATE_KEY in arrays.files:
+                return json.loads(str(arrays[STATE_KEY]))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"the checkpoint {path!r} cannot be read ({error}); it was not written by this "
+            "version's atomic writer. Delete it to start afresh, or use another --output-dir."
+        ) from error
+    # An earlier release's checkpoint: the state is in state.json.
+    with open(os.path.join(directory, STATE_FILE)) as f:
+        state = json.load(f)
+    state.setdefault("settings", None)
+    return state
 
 
 def checkpoint_epoch(directory):
     """Completed epochs recorded in `directory`, or 0 when there is no checkpoint."""
-    path = os.path.join(directory, STATE_FILE)
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
+    state = read_checkpoint_state(directory)
+    return int(state["epoch"]) if state else 0
+
+
+def _assign(variables, arrays, prefix, directory):
+    for i, variable in enumerate(variables):
+        value = arrays[f"{prefix}/{i:06d}"]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"{prefix} variable {i} ({variable.path}) has shape {tuple(variable.shape)} but "
+                f"the checkpoint in {directory!r} holds {tuple(value.shape)}: it was written by "
+                "a different architecture. Use another --output-dir or the same settings."
+            )
+        variable.assign(value)
 
 
 def restore_checkpoint(model, directory):
     """Load the last checkpoint of `directory` into a compiled `model`.
 
     Builds the optimizer first so its state (iterations, moments) can be
-    restored. Returns the number of completed epochs, the `initial_epoch` to
-    pass to `fit` (0 when there is no checkpoint, leaving the model as is).
+    restored, and restores the host's global random states. Returns the
+    number of completed epochs, the `initial_epoch` to pass to `fit` (0 when
+    there is no checkpoint, leaving the model as is).
     """
-    if not os.path.exists(os.path.join(directory, STATE_FILE)):
+    remove_temporary_files(directory)
+    state = read_checkpoint_state(directory, missing_ok=False)
+    if state is None:
         return 0
-    with open(os.path.join(directory, STATE_FILE)) as f:
-        state = json.load(f)
-    arrays = np.load(os.path.join(directory, VARIABLES_FILE))
     if state["model_variables"] != len(model.variables):
         raise ValueError(
             f"the checkpoint in {directory!r} holds {state['model_variables']} model "
             f"variables but this model has {len(model.variables)}: it was written by a "
             "different architecture. Use another --output-dir or the same settings."
         )
-    for i, variable in enumerate(model.variables):
-        variable.assign(arrays[f"model/{i:06d}"])
     if state["optimizer_variables"]:
         if model.optimizer is None:
             raise ValueError("compile the model before restoring a checkpoint.")
@@ -91,9 +259,54 @@ def restore_checkpoint(model, directory):
                 f"{len(model.optimizer.variables)}: compile with the same optimizer "
                 "settings (e.g. gradient accumulation) to resume."
             )
-        for i, variable in enumerate(model.optimizer.variables):
-            variable.assign(arrays[f"optimizer/{i:06d}"])
+    with np.load(os.path.join(directory, VARIABLES_FILE)) as arrays:
+        _assign(model.variables, arrays, "model", directory)
+        if state["optimizer_variables"]:
+            _assign(model.optimizer.variables, arrays, "optimizer", directory)
+        rng = _host_rng(arrays)
+    set_host_rng_state(rng)
     return int(state["epoch"])
+
+
+def _host_rng(arrays):
+    return {name[len("rng/") :]: arrays[name] for name in arrays.files if name.startswith("rng/")}
+
+
+class ResumeHostRandomState(keras.callbacks.Callback):
+    """Restore the checkpoint's host random states as the resumed run's first batch begins.
+
+    `restore_checkpoint` restores them before `fit`, but `fit` draws from them
+    while it sets up: Keras' torch trainer takes a seed from torch's global
+    generator when it opens its data iterator, after `on_epoch_begin`. The
+    pre-training streams hold every remaining epoch in one iterator
+    (`steps_per_epoch` given), so an uninterrupted run opens it once, at its
+    start, and draws nothing between one epoch's checkpoint and the next
+    epoch's first batch. Restoring again at that first batch puts every
+    generator where the uninterrupted run had it there. Every process of a
+    distributed run takes this callback.
+
+    Args:
+        directory: str, the checkpoint directory.
+    """
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+        self.epoch = None
+        self.done = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.done:
+            return
+        self.done = True
+        state = read_checkpoint_state(self.directory)
+        if state is None or int(state["epoch"]) != self.epoch or batch != 0:
+            return  # a fresh run, or not the first batch after the checkpoint
+        with np.load(os.path.join(self.directory, VARIABLES_FILE)) as arrays:
+            set_host_rng_state(_host_rng(arrays))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -101,14 +314,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     Args:
         directory: str; see `restore_checkpoint`.
+        settings: optional JSON-able dict recorded in every checkpoint (what
+            decided the run's result; `keras_mae.recipes.pretrain` compares it
+            before resuming).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, settings=None):
         super().__init__()
         self.directory = directory
+        self.settings = settings
 
     def on_epoch_end(self, epoch, logs=None):
-        save_checkpoint(self.model, self.directory, epoch + 1)
+        save_checkpoint(self.model, self.directory, epoch + 1, self.settings)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -219,16 +436,28 @@ def installed(module):
 
 
 def pretraining_callbacks(
-    output_dir, held_out_images=None, mean=None, std=None, image_every=10, tensorboard=True
+    output_dir,
+    held_out_images=None,
+    mean=None,
+    std=None,
+    image_every=10,
+    tensorboard=True,
+    settings=None,
 ):
     """The callbacks of a resumable pre-training run writing into `output_dir`.
 
     `output_dir/checkpoint/` (every epoch; `restore_checkpoint` reads it),
     `output_dir/reconstruction_epoch_XXXX.png` (every `image_every` epochs and
     at the end, when `held_out_images` are given), `output_dir/logs/`
-    (TensorBoard) and a stop with a clear message on a non-finite loss.
+    (TensorBoard) and a stop with a clear message on a non-finite loss;
+    `settings` are recorded in every checkpoint.
     """
-    callbacks = [StopOnNonFiniteLoss(), EpochCheckpoint(os.path.join(output_dir, "checkpoint"))]
+    checkpoint = os.path.join(output_dir, "checkpoint")
+    callbacks = [
+        ResumeHostRandomState(checkpoint),
+        StopOnNonFiniteLoss(),
+        EpochCheckpoint(checkpoint, settings),
+    ]
     if held_out_images is not None:
         channels = np.shape(held_out_images)[-1]
         mean = (0.0,) * channels if mean is None else mean

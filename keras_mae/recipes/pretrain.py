@@ -5,32 +5,52 @@ The official recipe (`main_pretrain.py`): AdamW (0.9, 0.95), weight decay 0.05
 per-step linear warmup then a half-cosine to 0, base lr 1.5e-4, 40 warmup
 epochs, 800 epochs; RandomResizedCrop (0.2-1) + flip + normalisation.
 
-Data:
+Data (each epoch's batches depend only on `(seed, epoch)`, on every path):
 - a source from `keras_mae.data.load_source` (or an `ArraySource`): the tf.data
-  pipeline crops, flips and normalises; each epoch's batches depend only on
-  `(seed, epoch)`, so a resumed run sees the batches an uninterrupted one sees.
+  pipeline crops, flips and normalises (`keras_mae.data.train_dataset`).
 - in-memory images (a numpy array, or `(images, labels)`; labels are ignored):
-  fed to `fit` as they are, shuffled by Keras each epoch; augmentation, if any,
-  is the model's own (`MaskedAutoencoder(augmentation=...)`), inside the step.
-  A resumed run continues weights, optimizer and schedule exactly; its data
-  order is a new shuffle.
+  fed to `fit` as `keras_mae.data.arrays.EpochBatches`, a fixed permutation of
+  each epoch drawn from `(seed, epoch)` (Keras' own shuffle is off), full
+  batches only; augmentation, if any, is the model's own
+  (`MaskedAutoencoder(augmentation=...)`), inside the step, drawn from its
+  `SeedGenerator` states. (Under `--distribution ddp` the DDP loop orders the
+  arrays itself.)
 
 Resume: every epoch ends with a checkpoint in `output_dir/checkpoint`
-(`keras_mae.recipes.callbacks`); calling `pretrain` again with the same
-arguments continues after the last completed epoch.
+(`keras_mae.recipes.callbacks`): model and optimizer variables (every
+`SeedGenerator` state among them), the host's random states, the epoch and the
+run's settings, written atomically as one file. Calling `pretrain` again with
+the same arguments, after a kill at any moment, continues after the last
+completed epoch and ends bit-identical to a run that was never interrupted
+(weights, optimizer moments and step count, random states, data order).
+
+Guarded re-runs: the checkpoint records what decides the result (`settings`:
+the model's configuration, batch size, epochs, the schedule, accumulation
+steps, the data's description, seed, mask ratio, `norm_pix_loss`,
+normalisation). A call whose settings differ is refused before any work with a
+`ValueError` that lists each difference; `allow_new_settings=True`
+(`--continue-with-new-settings`) continues the checkpoint under the new
+settings instead, printing what changes.
 """
 
-import math
+import json
 import os
 import time
 
+import keras
 import numpy as np
 
+from keras_mae.data.arrays import EpochBatches
+from keras_mae.data.arrays import fingerprint
 from keras_mae.data.arrays import is_arrays
 from keras_mae.data.statistics import default_mean_std
-from keras_mae.recipes.callbacks import checkpoint_epoch
 from keras_mae.recipes.callbacks import pretraining_callbacks
+from keras_mae.recipes.callbacks import read_checkpoint_state
+from keras_mae.recipes.callbacks import remove_temporary_files
 from keras_mae.recipes.callbacks import restore_checkpoint
+from keras_mae.recipes.callbacks import save_model_atomically
+from keras_mae.recipes.checks import check_pretraining_inputs
+from keras_mae.recipes.checks import name_damaged_files
 from keras_mae.recipes.optimizers import pretraining_optimizer
 from keras_mae.recipes.schedules import scaled_learning_rate
 from keras_mae.recipes.schedules import warmup_cosine_for
@@ -45,6 +65,7 @@ def training_images(train_data):
     return None
 
 
+@name_damaged_files("train_data")
 def pretrain(
     mae,
     train_data,
@@ -64,6 +85,7 @@ def pretrain(
     verbose=2,
     callbacks=None,
     run=None,
+    allow_new_settings=False,
 ):
     """Pre-train `mae` on `train_data`, resumably; save `mae.keras` and `encoder.keras`.
 
@@ -97,12 +119,16 @@ def pretrain(
             to draw the pictures (default: none).
         image_every: int, epochs between reconstruction pictures. Defaults to 10.
         validation_data: optional held-out data for `fit` (e.g. `(images,)`).
-        seed: int, seed of the tf.data stream. Defaults to 0.
+        seed: int, seed of the data order (and tf.data augmentation): epoch e of
+            the run is a function of `(seed, e)`. Defaults to 0.
         verbose: Keras `fit` verbosity. Defaults to 2 (one line per epoch).
         callbacks: optional extra Keras callbacks.
         run: optional object with `fit(model, x, batch_size, epochs, ...)`, e.g.
             what `keras_mae.distribute.runner.start` returns; defaults to plain
             `mae.fit`.
+        allow_new_settings: bool; continue a checkpoint of `output_dir` that
+            was written with other settings (printing each change) instead of
+            refusing it. Defaults to False.
 
     Returns:
         A dict: `"initial_epoch"` (epochs done before this call), `"epochs"`
@@ -112,6 +138,7 @@ def pretrain(
     """
     if epochs < 0:
         raise ValueError(f"epochs must be 0 or more. Received: epochs={epochs}")
+    check_pretraining_inputs(mae, train_data)
     images = training_images(train_data)
     if images is None and not hasattr(train_data, "num_classes"):
         raise TypeError(
@@ -125,8 +152,15 @@ def pretrain(
                 f"{len(images)} training images are fewer than one batch of {batch_size}: "
                 "lower the batch size."
             )
-        steps = math.ceil(len(images) / batch_size)  # Keras keeps the last partial batch
+        steps = len(images) // batch_size  # full batches, as EpochBatches feeds them
     else:
+        if getattr(run, "kind", None) == "ddp":
+            raise ValueError(
+                "the torch DDP loop trains on in-memory images and cannot read a tf.data "
+                f"source ({type(train_data).__name__}): load the images into memory "
+                "(keras_mae.data.materialize(source).images, with the model's augmentation) "
+                "or use another distribution."
+            )
         if getattr(mae, "augmentation", None) is not None:
             raise ValueError(
                 "the tf.data pipeline already crops, flips and normalises a source; "
@@ -140,6 +174,42 @@ def pretrain(
             raise ValueError(
                 f"batch_size={batch_size} is larger than the {len(train_data)} training images."
             )
+    settings = run_settings(
+        mae,
+        train_data if images is None else images,
+        epochs=epochs,
+        batch_size=batch_size,
+        base_learning_rate=base_learning_rate,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        accumulation_steps=accumulation_steps,
+        seed=seed,
+        mean=None if images is not None else mean,
+        std=None if images is not None else std,
+    )
+    checkpoint = None if output_dir is None else os.path.join(output_dir, "checkpoint")
+    changes = []
+    if checkpoint is not None:
+        state = read_checkpoint_state(checkpoint)
+        done = state["epoch"] if state else 0
+        if done > epochs:
+            raise ValueError(
+                f"the checkpoint in {checkpoint!r} holds {done} epochs, more than "
+                f"epochs={epochs}: ask for {done} or more epochs to continue it, or use "
+                "another output directory to start afresh."
+            )
+        if state and state.get("settings") is not None:
+            changes = settings_differences(state["settings"], settings)
+            if changes and not allow_new_settings:
+                raise ValueError(
+                    f"the checkpoint in {checkpoint!r} (epoch {done}) was written with other "
+                    "settings than this run's:\n"
+                    + "\n".join(f"  {line}" for line in changes)
+                    + "\nNothing was changed. To start afresh with these settings, use another "
+                    "--output-dir; to go on from the checkpoint with the new settings, pass "
+                    "--continue-with-new-settings (pretrain(..., allow_new_settings=True)); "
+                    "to resume it as it was, run with the settings it records."
+                )
     effective_batch = batch_size * (accumulation_steps or 1)
     peak = scaled_learning_rate(base_learning_rate, effective_batch)
     schedule = warmup_cosine_for(peak, epochs, steps, min(warmup_epochs, epochs))
@@ -154,21 +224,32 @@ def pretrain(
     initial_epoch = 0
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
-        checkpoint = os.path.join(output_dir, "checkpoint")
-        done = checkpoint_epoch(checkpoint)
-        if done > epochs:
-            raise ValueError(
-                f"the checkpoint in {checkpoint!r} holds {done} epochs, more than "
-                f"epochs={epochs}: ask for {done} or more epochs to continue it, or use "
-                "another output directory to start afresh."
-            )
+        remove_temporary_files(output_dir, ("mae.keras", "encoder.keras"))
         initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
-        if initial_epoch and verbose:
+        if changes:
+            print(
+                f"continuing the checkpoint in {checkpoint} (epoch {initial_epoch}) with new "
+                "settings:\n" + "\n".join(f"  {line}" for line in changes),
+                flush=True,
+            )
+            iterations = int(keras.ops.convert_to_numpy(mae.optimizer.iterations))
+            if iterations != initial_epoch * steps:
+                # The schedule counts optimizer steps: go on at epoch initial_epoch of it.
+                mae.optimizer.iterations.assign(initial_epoch * steps)
+                print(
+                    f"  optimizer step count: {iterations} -> {initial_epoch * steps} "
+                    f"(epoch {initial_epoch} of the new schedule, {steps} steps per epoch)",
+                    flush=True,
+                )
+        elif initial_epoch and verbose:
             print(f"resuming from {checkpoint} after epoch {initial_epoch}", flush=True)
     callbacks = list(callbacks or [])
     if output_dir is not None:
         callbacks = (
-            pretraining_callbacks(output_dir, held_out_images, mean, std, image_every) + callbacks
+            pretraining_callbacks(
+                output_dir, held_out_images, mean, std, image_every, settings=settings
+            )
+            + callbacks
         )
     summary = {
         "initial_epoch": initial_epoch,
@@ -181,8 +262,8 @@ def pretrain(
     if epochs > initial_epoch:
         fit = run.fit if run is not None else fit_model
         start = time.time()
-        if images is not None:
-            history = fit(
+        if images is not None and getattr(run, "kind", "none") == "ddp":
+            history = fit(  # the DDP loop orders and shards the arrays itself
                 mae,
                 images,
                 batch_size=batch_size,
@@ -190,6 +271,21 @@ def pretrain(
                 verbose=verbose,
                 validation_data=validation_data,
                 initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                seed=seed,  # epoch e's order: epoch_order(N, seed, e), as EpochBatches
+            )
+        elif images is not None:
+            batches = EpochBatches(images, batch_size, epochs, initial_epoch, seed=seed)
+            history = fit(
+                mae,
+                batches,
+                batch_size=None,
+                epochs=epochs,
+                verbose=verbose,
+                validation_data=validation_data,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps,
+                shuffle=False,
                 callbacks=callbacks,
             )
         else:
@@ -214,6 +310,7 @@ def pretrain(
                 validation_data=validation_data,
                 initial_epoch=initial_epoch,
                 steps_per_epoch=steps,
+                shuffle=False,  # the stream is ordered by (seed, epoch)
                 callbacks=callbacks,
             )
         losses = history.history.get("loss", [])
@@ -225,9 +322,78 @@ def pretrain(
         if losses:
             summary.update(first_loss=float(losses[0]), last_loss=float(losses[-1]))
     if output_dir is not None:
-        mae.save(os.path.join(output_dir, "mae.keras"))
-        mae.encoder.save(os.path.join(output_dir, "encoder.keras"))
+        recovery = (
+            f"the checkpoint in {checkpoint!r} is intact: run the same command again to write it."
+        )
+        save_model_atomically(mae, os.path.join(output_dir, "mae.keras"), recovery)
+        save_model_atomically(mae.encoder, os.path.join(output_dir, "encoder.keras"), recovery)
     return summary
+
+
+def _plain(value):
+    """`value` as JSON gives it back (tuples as lists), so saved and new settings compare."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def model_settings(config):
+    """A model's `get_config()` without layer names (auto-numbered within a process)."""
+    if isinstance(config, dict):
+        is_layer = "trainable" in config or "build_config" in config
+        return {
+            key: model_settings(value)
+            for key, value in config.items()
+            if not (key == "name" and is_layer)
+        }
+    if isinstance(config, (list, tuple)):
+        return [model_settings(value) for value in config]
+    return config
+
+
+def data_settings(data):
+    """What identifies the training data: a source's `describe()`, or an array's digest."""
+    if hasattr(data, "describe"):
+        return data.describe()
+    return {"source": "arrays", **fingerprint(data)}
+
+
+def run_settings(mae, data, **settings):
+    """What decides a pre-training run's result, as a JSON-able dict (see the module)."""
+    model = model_settings(mae.get_config())
+    # Activation checkpointing changes memory, not results: a run may resume with or without it.
+    model.pop("remat", None)
+    return _plain(
+        {
+            **settings,
+            "mask_ratio": model.pop("mask_ratio", None),
+            "norm_pix_loss": model.pop("norm_pix_loss", None),
+            "data": data_settings(data),
+            "model": model,
+        }
+    )
+
+
+def _flatten(settings, prefix=""):
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def settings_differences(saved, new):
+    """`["batch_size: checkpoint 16, now 32", ...]`, one line per setting that differs."""
+    saved, new = _flatten(saved), _flatten(_plain(new))
+    missing = object()
+    lines = []
+    for key in sorted(set(saved) | set(new)):
+        before, after = saved.get(key, missing), new.get(key, missing)
+        if before != after:
+            before = "(not recorded)" if before is missing else json.dumps(before)
+            after = "(not set)" if after is missing else json.dumps(after)
+            lines.append(f"{key}: checkpoint {before}, now {after}")
+    return lines
 
 
 def fit_model(model, x, batch_size, epochs, verbose=1, validation_data=None, **kwargs):

@@ -167,3 +167,67 @@ def test_tfds_unprepared_fails_fast_and_mock_data_loads(tmp_path):
         assert images.shape == (6, 28, 28, 1) and labels.shape == (6,)
         stream, steps = train_dataset(source, 16, 3, epochs=2)
         assert len(batches_of(stream)) == 2 * steps == 4
+
+
+def stream_batches(source, initial_epoch=0, **augmentations):
+    from keras_mae.data import finetune_augmentations
+
+    image_transform, batch_transform = finetune_augmentations(2, **augmentations)
+    stream, steps = train_dataset(
+        source,
+        8,
+        8,
+        epochs=3,
+        initial_epoch=initial_epoch,
+        seed=3,
+        with_labels=True,
+        one_hot=2,
+        image_transform=image_transform,
+        batch_transform=batch_transform,
+    )
+    return [(np.asarray(x), np.asarray(y)) for x, y in stream], steps
+
+
+def test_finetune_augmentations_are_deterministic_in_parallel_maps_and_on_resume():
+    """RandAugment, random erasing, mixup and cutmix draw from stateless seeds of
+    (seed, element) and (seed, batch): the same stream every time, and a stream
+    started at epoch 1 replays the uninterrupted one."""
+    rng = np.random.default_rng(0)
+    source = ArraySource(rng.random((32, 8, 8, 1)).astype("float32"), np.arange(32) % 2)
+    settings = dict(randaugment_magnitude=9, random_erasing=1.0, mixup=0.8, cutmix=1.0)
+    first, steps = stream_batches(source, **settings)
+    again, _ = stream_batches(source, **settings)
+    resumed, _ = stream_batches(source, initial_epoch=1, **settings)
+    assert len(first) == 3 * steps and len(resumed) == 2 * steps
+    for (x, y), (x2, y2) in zip(first, again):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    for (x, y), (x2, y2) in zip(first[steps:], resumed):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    # Still random: epochs differ, and labels are mixed (not only smoothed one-hots).
+    assert not np.array_equal(first[0][0], first[steps][0])
+    labels = np.concatenate([y for _, y in first])
+    assert np.any((labels > 0.06) & (labels < 0.94))
+
+
+def test_epoch_batches_are_a_function_of_seed_and_epoch():
+    from keras_mae.data.arrays import EpochBatches
+    from keras_mae.data.arrays import epoch_order
+
+    images = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
+    full = EpochBatches(images, 3, epochs=3, seed=7)
+    resumed = EpochBatches(images, 3, epochs=3, initial_epoch=2, seed=7)
+    assert (len(full), full.steps, len(resumed)) == (9, 3, 3)  # full batches only
+    batches = [full[i][0].ravel() for i in range(len(full))]
+    for epoch in range(3):  # each epoch: 9 distinct images in the epoch's order
+        seen = np.concatenate(batches[3 * epoch : 3 * epoch + 3])
+        np.testing.assert_array_equal(seen, epoch_order(10, 7, epoch)[:9])
+    for i in range(3):
+        np.testing.assert_array_equal(resumed[i][0].ravel(), batches[6 + i])
+    assert not np.array_equal(batches[0], batches[3])
+    assert not np.array_equal(epoch_order(10, 7, 0), epoch_order(10, 8, 0))
+    with pytest.raises(IndexError):
+        full[9]
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        EpochBatches(images, 11, epochs=1)

@@ -46,7 +46,7 @@ class StopAfterEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def run(directory, train_data, callbacks=None, epochs=EPOCHS):
+def run(directory, train_data, callbacks=None, epochs=EPOCHS, allow_new_settings=False):
     keras.utils.set_random_seed(0)
     mae = tiny_mae()
     summary = pretrain(
@@ -59,6 +59,7 @@ def run(directory, train_data, callbacks=None, epochs=EPOCHS):
         output_dir=str(directory),
         verbose=0,
         callbacks=callbacks,
+        allow_new_settings=allow_new_settings,
     )
     return mae, summary
 
@@ -97,7 +98,7 @@ def test_pretrain_on_arrays_continues_weights_optimizer_and_schedule(tmp_path):
     assert (first["initial_epoch"], first["epochs"]) == (0, 2)
     assert first["last_loss"] < first["first_loss"]
     keras.utils.clear_session()
-    mae, second = run(tmp_path, x, epochs=EPOCHS)
+    mae, second = run(tmp_path, x, epochs=EPOCHS, allow_new_settings=True)  # 2 -> 3 epochs
     assert (second["initial_epoch"], second["epochs"]) == (2, 3)
     assert int(to_numpy(mae.optimizer.iterations)) == 3 * 4
     # The schedule's end: the cosine is at 0 after the last step.
