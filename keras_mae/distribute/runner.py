@@ -60,31 +60,84 @@ class DistributedRun:
             )
         return True
 
-    def fit(self, model, x, batch_size, epochs, verbose=1, validation_data=None, **kwargs):
-        """`model.fit`, or the DDP loop under `ddp` (same History-like result).
+    def fit(
+        self,
+        model,
+        x,
+        batch_size,
+        epochs,
+        verbose=1,
+        validation_data=None,
+        initial_epoch=0,
+        callbacks=None,
+        steps_per_epoch=None,
+        seed=0,
+        **kwargs,
+    ):
+        """`model.fit`, or the DDP loop under `ddp` (same History result).
 
-        Under `ddp` every rank trains on its share of each global batch of
-        `batch_size`; afterwards the other ranks leave the process group and
-        exit, so only rank 0 goes on to evaluate and write files.
+        Args:
+            model, x, batch_size, epochs, verbose, validation_data,
+            initial_epoch, callbacks, steps_per_epoch: as `model.fit`'s
+                (`batch_size` is the global batch).
+            seed: int, the DDP loop's data order (epoch e's permutation
+                depends only on `(seed, e)`); `model.fit` shuffles on its own.
+            **kwargs: further `model.fit` arguments (not under `ddp`).
+
+        Under `ddp` every rank trains on its share of each global batch and
+        runs the callbacks (`keras_mae.distribute.torch_ddp.fit`); afterwards
+        the other ranks leave the process group and exit, so only rank 0 goes
+        on to evaluate and write files.
         """
-        if self.kind not in ("none", "ddp") and batch_size and hasattr(x, "shape"):
+        if self.kind == "ddp":
+            return self._fit_ddp(
+                model,
+                x,
+                batch_size,
+                epochs,
+                verbose,
+                validation_data,
+                initial_epoch,
+                callbacks,
+                steps_per_epoch,
+                seed,
+                kwargs,
+            )
+        if self.kind != "none" and batch_size and hasattr(x, "shape"):
             # Every batch must split evenly over the replicas: drop a last
             # partial batch, as distributed input pipelines do.
             x = full_batches(x, batch_size)
             if validation_data is not None:
                 validation_data = tuple(full_batches(v, batch_size) for v in validation_data)
-        if self.kind != "ddp":
-            history = model.fit(
-                x,
-                batch_size=batch_size,
-                epochs=epochs,
-                verbose=verbose,
-                validation_data=validation_data,
-                **kwargs,
-            )
-            if keras.backend.backend() == "jax" and self.kind != "none":
-                gather_to_one_device(model)
-            return history
+        history = model.fit(
+            x,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            validation_data=validation_data,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            steps_per_epoch=steps_per_epoch,
+            **kwargs,
+        )
+        if keras.backend.backend() == "jax" and self.kind != "none":
+            gather_to_one_device(model)
+        return history
+
+    def _fit_ddp(
+        self,
+        model,
+        x,
+        batch_size,
+        epochs,
+        verbose,
+        validation_data,
+        initial_epoch,
+        callbacks,
+        steps_per_epoch,
+        seed,
+        kwargs,
+    ):
         from keras_mae.distribute import torch_ddp
 
         if not hasattr(x, "shape") or not batch_size:
@@ -92,31 +145,29 @@ class DistributedRun:
                 "--distribution ddp trains on in-memory arrays with a global batch "
                 f"size; received {type(x).__name__} with batch_size={batch_size}."
             )
-        initial_epoch = kwargs.pop("initial_epoch", 0)
-        if kwargs.pop("callbacks", None) and self.context.is_main:
-            print("note: Keras callbacks do not run in the DDP loop", flush=True)
         if kwargs:
-            raise ValueError(f"the DDP loop does not take {sorted(kwargs)}")
-        steps = max(1, len(x) // batch_size)
+            raise ValueError(
+                f"the DDP loop does not take {sorted(kwargs)}; it takes the arguments "
+                "of DistributedRun.fit only."
+            )
         history = torch_ddp.fit(
             model,
             model.optimizer,
             np.asarray(x),
             batch_size,
-            epochs=epochs - initial_epoch,
+            epochs=epochs,
             context=self.context,
-            log_every=steps if verbose else 0,
+            shuffle_seed=seed,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            validation_data=validation_data,
+            steps_per_epoch=steps_per_epoch,
         )
         torch_ddp.destroy_process_group()
         if not self.context.is_main:
             sys.exit(0)
-        result = keras.callbacks.History()
-        result.history = {"loss": history["loss"] or [float("nan")]}
-        if validation_data is not None:
-            result.history["val_loss"] = [
-                model.evaluate(validation_data[0], batch_size=batch_size, verbose=0)
-            ]
-        return result
+        return history
 
 
 def gather_to_one_device(model):

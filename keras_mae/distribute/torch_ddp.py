@@ -8,6 +8,15 @@ only its own slice of every global batch, and applies the Keras optimizer to
 the averaged gradients, so all ranks keep identical weights. Process groups
 use NCCL on GPUs and gloo on CPUs.
 
+The loop runs Keras callbacks as `fit` does, so `keras_mae.recipes.pretrain`
+checkpoints, resumes, stops on a non-finite loss, draws pictures and logs to
+TensorBoard under DDP too: callbacks that write run on rank 0 only
+(`main_process_only`), the others on every rank with the same all-reduced
+losses, and a stop asked for on any rank stops all of them together. Epoch
+e's batches depend only on `(shuffle_seed, e)`, so a run resumed from a
+checkpoint (which every rank restores) continues exactly as an uninterrupted
+one.
+
 Launch (2 processes on this machine; one per GPU on a GPU machine):
     KERAS_BACKEND=torch torchrun --nproc_per_node=2 examples/pretrain.py \
         --distribution ddp ...
@@ -19,13 +28,12 @@ In a script:
 >>> mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_tiny_patch4")
 >>> optimizer = keras.optimizers.AdamW(1.5e-4, beta_2=0.95)
 >>> history = torch_ddp.fit(mae, optimizer, images, global_batch_size=256,
-...                         epochs=1, context=context)
+...                         epochs=1, context=context, verbose=2)
 >>> torch_ddp.destroy_process_group()
 """
 
 import dataclasses
 import os
-import time
 
 import keras
 import numpy as np
@@ -90,22 +98,33 @@ def rank_slice(global_batch_size, context):
     return slice(context.rank * local, (context.rank + 1) * local)
 
 
-def rank_batches(arrays, global_batch_size, context, shuffle_seed=None):
+def rank_batches(arrays, global_batch_size, context, shuffle_seed=None, steps=None):
     """Yield this rank's part of each global batch of `arrays` (a dict of numpy).
 
-    All ranks draw the same permutation (same `shuffle_seed`) and cut the same
+    All ranks draw the same permutation (same `shuffle_seed`, an int or a
+    sequence of ints as `numpy.random.default_rng` takes) and cut the same
     global batches; rank r keeps rows `[r * b, (r + 1) * b)` of each, with
     `b = global_batch_size / world_size`. A last partial global batch is
-    dropped so every rank runs the same number of steps.
+    dropped so every rank runs the same number of steps; `steps` stops
+    earlier.
     """
     count = len(next(iter(arrays.values())))
     order = np.arange(count)
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(count)
     rows = rank_slice(global_batch_size, context)
-    for start in range(0, count - global_batch_size + 1, global_batch_size):
+    starts = range(0, count - global_batch_size + 1, global_batch_size)
+    for start in starts[:steps]:
         index = order[start : start + global_batch_size][rows]
         yield {name: array[index] for name, array in arrays.items()}
+
+
+def epoch_seed(shuffle_seed, epoch):
+    """The permutation seed of `epoch`: a function of `(shuffle_seed, epoch)` only.
+
+    A resumed run therefore reads the batches an uninterrupted one reads.
+    """
+    return None if shuffle_seed is None else (shuffle_seed, epoch)
 
 
 def wrap(model, context):
@@ -134,6 +153,54 @@ def train_step(model, ddp_model, optimizer, batch):
     return loss.detach()
 
 
+# Keras callbacks that write files or print: under DDP they run on rank 0 only,
+# so that one process writes each checkpoint, picture and log.
+WRITING_CALLBACKS = (
+    keras.callbacks.ModelCheckpoint,
+    keras.callbacks.TensorBoard,
+    keras.callbacks.CSVLogger,
+    keras.callbacks.RemoteMonitor,
+    keras.callbacks.ProgbarLogger,
+)
+
+
+def main_process_only(callback):
+    """Whether `callback` only writes (files, pictures, logs), so runs on rank 0 alone.
+
+    A callback says so itself with a `main_process_only` attribute; otherwise
+    Keras' writing callbacks and keras_mae's `EpochCheckpoint` and
+    `ReconstructionImages` run on rank 0 only, and every other callback on all
+    ranks (those that change training: stops, learning-rate changes).
+    """
+    flag = getattr(callback, "main_process_only", None)
+    if flag is not None:
+        return bool(flag)
+    from keras_mae.recipes import callbacks as recipe_callbacks
+
+    writers = WRITING_CALLBACKS + (
+        recipe_callbacks.EpochCheckpoint,
+        recipe_callbacks.ReconstructionImages,
+    )
+    return isinstance(callback, writers)
+
+
+def rank_callbacks(callbacks, context):
+    """The callbacks this rank runs: all of them on rank 0, the non-writing ones elsewhere."""
+    callbacks = list(callbacks or [])
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.BackupAndRestore):
+            raise ValueError(
+                "keras.callbacks.BackupAndRestore does not run in the DDP loop (every "
+                "rank would write the same backup). Resume with "
+                "keras_mae.recipes.callbacks.EpochCheckpoint and restore_checkpoint "
+                "(what keras_mae.recipes.pretrain does with output_dir), which rank 0 "
+                "writes and every rank restores."
+            )
+    if context.is_main:
+        return callbacks
+    return [callback for callback in callbacks if not main_process_only(callback)]
+
+
 def fit(
     model,
     optimizer,
@@ -143,61 +210,157 @@ def fit(
     noise=None,
     context=None,
     shuffle_seed=0,
-    log_every=50,
-    callback=None,
+    initial_epoch=0,
+    callbacks=None,
+    verbose=0,
+    validation_data=None,
+    steps_per_epoch=None,
 ):
-    """Train `model` data-parallel on this rank's share of `images`.
+    """Train `model` data-parallel on this rank's share of `images`, with Keras callbacks.
 
     Every rank must call it with the same arguments (the same full arrays);
-    each reads only its own rows of every global batch.
+    each reads only its own rows of every global batch. The loop runs the
+    callbacks as `model.fit` does (`on_train_begin`, `on_epoch_begin`,
+    `on_train_batch_begin`/`_end` with `logs["loss"]` the running mean of the
+    epoch, `on_epoch_end` with `"loss"` and `"val_loss"`, `on_train_end`;
+    `model.stop_training` honoured) with two differences that keep the ranks
+    in step:
+
+    - the losses in the logs are means over all ranks (one all-reduce per
+      step), so every rank sees the same numbers and a callback that stops on
+      them (`StopOnNonFiniteLoss`) stops every rank at the same step;
+    - `model.stop_training` set on any rank (`TimeLimit` reads each rank's
+      clock) stops all ranks after the same batch or epoch;
+
+    and callbacks that write (`main_process_only`) run on rank 0 only.
 
     Args:
         model: a built `keras_mae.MaskedAutoencoder` (same seed on all ranks,
             or rely on DDP's broadcast of rank 0's weights).
-        optimizer: a Keras optimizer; wrapped in `LossScaleOptimizer` when the
-            global dtype policy is `mixed_float16`.
+        optimizer: a Keras optimizer, usually `model.optimizer` (then a
+            restored checkpoint's optimizer state continues); wrapped in
+            `LossScaleOptimizer` when the global dtype policy is
+            `mixed_float16`.
         images: numpy `(N, H, W, C)`.
         global_batch_size: int, images per step over all ranks.
-        epochs: int.
+        epochs: int, the epoch to stop at (as `fit`'s `epochs`).
         noise: optional numpy `(N, L)` masking noise (deterministic masks).
         context: `DDPContext`; default `init_process_group()`.
-        shuffle_seed: int or None; epoch e shuffles with `shuffle_seed + e`.
-        log_every: int, steps between loss all-reduces (host syncs) and prints
-            on rank 0; 0 disables.
-        callback: optional `callback(step, loss)` called on every rank at each
-            logged step with the global mean loss (a float).
+        shuffle_seed: int or None; epoch e's order depends only on
+            `(shuffle_seed, e)`, so a resumed run reads the same batches.
+            None keeps the order of `images`.
+        initial_epoch: int, epochs already done (a resumed run).
+        callbacks: optional Keras callbacks.
+        verbose: 0 or 1/2, Keras' progress bar on rank 0.
+        validation_data: optional `(x,)` or `x`; each rank evaluates an equal
+            share at every epoch end (rows beyond `world_size` equal shares
+            are left out) and `"val_loss"` is their mean.
+        steps_per_epoch: optional int, at most the number of full global
+            batches (the default).
 
     Returns:
-        dict with `"loss"` (the logged global losses), `"steps"` and
-        `"seconds"`.
+        The `keras.callbacks.History` of the run, as `model.fit` returns it.
     """
     context = context or init_process_group()
+    steps = len(images) // global_batch_size
+    if steps_per_epoch is not None:
+        if not 1 <= steps_per_epoch <= steps:
+            raise ValueError(
+                f"steps_per_epoch={steps_per_epoch} must be between 1 and the "
+                f"{steps} full global batches of {global_batch_size} in "
+                f"{len(images)} images."
+            )
+        steps = steps_per_epoch
+    if steps < 1:
+        raise ValueError(
+            f"{len(images)} images are fewer than one global batch of "
+            f"{global_batch_size}: lower the batch size."
+        )
     if keras.config.dtype_policy().name == "mixed_float16" and not isinstance(
         optimizer, keras.optimizers.LossScaleOptimizer
     ):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    ddp_model = wrap(model, context)
+    ddp_model = wrap(model, context)  # rank 0's weights on every rank from here on
+    callbacks = rank_callbacks(callbacks, context)
+    history = next((c for c in callbacks if isinstance(c, keras.callbacks.History)), None)
+    if history is None:
+        history = keras.callbacks.History()
+        callbacks.append(history)
+    callback_list = keras.callbacks.CallbackList(
+        callbacks,
+        add_progbar=bool(verbose) and context.is_main,
+        model=model,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps,
+    )
     arrays = {"images": images}
     if noise is not None:
         arrays["noise"] = noise
-    history = {"loss": [], "steps": 0}
-    start = time.perf_counter()
-    step = 0
-    for epoch in range(epochs):
-        seed = None if shuffle_seed is None else shuffle_seed + epoch
-        for batch in rank_batches(arrays, global_batch_size, context, seed):
-            loss = train_step(model, ddp_model, optimizer, batch)
-            step += 1
-            if log_every and step % log_every == 0:
-                value = global_mean(loss, context)
-                history["loss"].append(value)
-                if callback is not None:
-                    callback(step, value)
-                if context.is_main:
-                    print(f"epoch {epoch + 1} step {step} loss {value:.4f}", flush=True)
-    history["steps"] = step
-    history["seconds"] = time.perf_counter() - start
+    model.stop_training = False
+    callback_list.on_train_begin()
+    training_logs = {}
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        model.train()
+        logs, total = {}, 0.0
+        batches = rank_batches(
+            arrays, global_batch_size, context, epoch_seed(shuffle_seed, epoch), steps
+        )
+        for step, batch in enumerate(batches):
+            callback_list.on_train_batch_begin(step)
+            total += global_mean(train_step(model, ddp_model, optimizer, batch), context)
+            logs = {"loss": total / (step + 1)}  # the epoch's running mean, as in fit
+            callback_list.on_train_batch_end(step, logs)
+            if agree_to_stop(model, context):
+                break
+        epoch_logs = dict(logs)
+        model.eval()
+        if validation_data is not None:
+            epoch_logs["val_loss"] = validation_loss(
+                model, validation_data, global_batch_size, context
+            )
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        training_logs = epoch_logs
+        if agree_to_stop(model, context):
+            break
+    if isinstance(optimizer, keras.optimizers.Optimizer) and epochs > initial_epoch:
+        optimizer.finalize_variable_values(model.trainable_weights)
+    callback_list.on_train_end(logs=training_logs)
     return history
+
+
+def agree_to_stop(model, context):
+    """`model.stop_training` on any rank, set on every rank (one all-reduce)."""
+    if context.world_size > 1:
+        flag = torch.tensor([float(bool(model.stop_training))], device=context.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        model.stop_training = bool(flag.item())
+    return model.stop_training
+
+
+def validation_loss(model, validation_data, global_batch_size, context):
+    """The mean loss over every rank's equal share of `validation_data`."""
+    x = validation_data
+    if isinstance(x, (tuple, list)):
+        if len(x) != 1:
+            raise ValueError(
+                "the DDP loop validates a masked autoencoder on inputs alone: give "
+                f"validation_data as (x,); received a tuple of {len(x)}."
+            )
+        x = x[0]
+    count = len(keras.tree.flatten(x)[0])
+    share = count // context.world_size
+    if share < 1:
+        raise ValueError(
+            f"{count} validation images are fewer than the {context.world_size} "
+            "processes: give at least one per process."
+        )
+    rows = slice(context.rank * share, (context.rank + 1) * share)
+    part = keras.tree.map_structure(lambda array: np.asarray(array)[rows], x)
+    batch_size = max(1, global_batch_size // context.world_size)
+    loss = model.evaluate(part, batch_size=batch_size, verbose=0)
+    return global_mean(torch.tensor(float(loss), device=context.device), context)
 
 
 def global_mean(value, context):

@@ -90,6 +90,14 @@ def test_torch_ddp_matches_one_process():
     assert result["world_size"] == 2
     assert result["ddp"]["max_rank_diff"] == 0.0
     assert_matches_single_device(result["single_losses"], result["ddp"])
+    # The callbacks' logged losses are all-reduced: the same numbers on every rank.
+    assert result["loss_ranks"][0] == result["loss_ranks"][1] == result["ddp"]["losses"]
+    # A stop asked for on rank 1 after its second batch stopped both ranks there.
+    assert result["stopped_after"] == [[2.0], [2.0]]
+    # A loss that overflows on rank 1 only stops both ranks with the same message.
+    assert "the training loss became" in result["non_finite_message"], result
+    assert "epoch 1, batch 1" in result["non_finite_message"], result
+    assert result["non_finite_message_crc"][0] == result["non_finite_message_crc"][1]
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on JAX")
@@ -148,3 +156,61 @@ def test_runner_rejects_a_distribution_of_another_backend():
     with pytest.raises(ValueError, match="choose one of"):
         runner.start("horovod")
     assert runner.start("none").is_main
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch_ddp needs the torch backend")
+def test_ddp_runs_writing_callbacks_on_rank_0_and_the_others_everywhere(tmp_path):
+    from keras_mae.distribute import torch_ddp
+    from keras_mae.recipes import callbacks
+
+    class Writer(keras.callbacks.Callback):
+        main_process_only = True
+
+    class Plain(keras.callbacks.Callback):
+        pass
+
+    writing = [
+        callbacks.EpochCheckpoint(str(tmp_path)),
+        callbacks.ReconstructionImages(np.zeros((1, 8, 8, 1)), str(tmp_path), (0,), (1,)),
+        keras.callbacks.TensorBoard(str(tmp_path)),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "model.keras")),
+        keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+        keras.callbacks.ProgbarLogger(),
+        Writer(),
+    ]
+    steering = [
+        callbacks.StopOnNonFiniteLoss(),
+        callbacks.TimeLimit(1),
+        keras.callbacks.EarlyStopping(),
+        keras.callbacks.TerminateOnNaN(),
+        Plain(),
+    ]
+    every = writing + steering
+    rank0 = torch_ddp.DDPContext(0, 2, 0, None)
+    rank1 = torch_ddp.DDPContext(1, 2, 1, None)
+    assert torch_ddp.rank_callbacks(every, rank0) == every
+    assert torch_ddp.rank_callbacks(every, rank1) == steering
+    with pytest.raises(ValueError, match="BackupAndRestore does not run in the DDP loop"):
+        torch_ddp.rank_callbacks([keras.callbacks.BackupAndRestore(str(tmp_path))], rank0)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch_ddp needs the torch backend")
+def test_ddp_epoch_order_depends_on_seed_and_epoch_only():
+    from keras_mae.data.arrays import epoch_order
+    from keras_mae.distribute import torch_ddp
+
+    arrays = {"images": np.arange(24)}
+    single = torch_ddp.DDPContext(0, 1, 0, None)
+
+    def order(seed, epoch):
+        batches = torch_ddp.rank_batches(
+            arrays, 8, single, torch_ddp.epoch_seed(seed, epoch), steps=2
+        )
+        return np.concatenate([b["images"] for b in batches])
+
+    assert len(order(0, 5)) == 16  # steps=2 of the 3 batches
+    np.testing.assert_array_equal(order(0, 5), order(0, 5))
+    assert not np.array_equal(order(0, 5), order(0, 6))
+    assert not np.array_equal(order(0, 5), order(1, 5))
+    # The same permutation as the single-process in-memory feed of pretrain().
+    np.testing.assert_array_equal(order(3, 2), epoch_order(24, 3, 2)[:16])
