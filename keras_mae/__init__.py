@@ -15,7 +15,8 @@ importing only those below it:
 
 `import keras_mae` registers every serialisable class (layers, models, the
 fine-tuning classifier, optimizers, schedules), so `keras.models.load_model` reads any file the
-package wrote.
+package wrote; `keras_mae.load_model(path)` does the same after checking that the
+file is a complete `.keras` archive.
 """
 
 from keras_mae.layers import ClassToken
@@ -32,7 +33,8 @@ from keras_mae.models import MAEDecoder
 from keras_mae.models import MAEEncoder
 from keras_mae.models import MaskedAutoencoder
 from keras_mae.recipes import finetune as _finetune  # registers AugmentedClassifier
-from keras_mae.recipes import optimizers as _optimizers  # registers LARS, LayerDecayAdamW
+from keras_mae.recipes import optimizers as _optimizers  # registers the optimizers
 from keras_mae.recipes import schedules as _schedules  # registers WarmupCosine
+from keras_mae.saving import load_model
 
 __version__ = "0.2.0"

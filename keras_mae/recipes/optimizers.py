@@ -1,8 +1,10 @@
 """Optimizers of the MAE recipes, written with `keras.ops` only (all three backends).
 
-- `pretraining_optimizer`: Keras' AdamW with beta=(0.9, 0.95) and no weight decay
-  on biases and other 1-D parameters (the 3-D cls and mask tokens are decayed,
-  as in the official code).
+- `PretrainingAdamW` and `pretraining_optimizer`: Keras' AdamW with
+  beta=(0.9, 0.95) and no weight decay on biases and other 1-D parameters (the
+  3-D cls and mask tokens are decayed, as in the official code). The rule is
+  the class's, so a saved model reloads with it (Keras' `exclude_from_weight_decay`
+  is not part of an optimizer's config).
 - `LARS`: the linear-probe optimizer of the official code (`util/lars.py`).
 - `LayerDecayAdamW` and `layer_decay_optimizer`: AdamW with a learning-rate
   multiplier per variable, for BEiT-style layer-wise learning-rate decay.
@@ -36,14 +38,20 @@ def pretraining_optimizer(
     """AdamW as in MAE pre-training: no decay on parameters of rank 1 or less.
 
     Args:
-        model: the model whose `trainable_variables` will be optimised (built).
+        model: the model whose `trainable_variables` will be optimised. The
+            rule needs only the variables' ranks, so the optimizer works for
+            any model; the argument keeps the recipes' call unchanged.
         learning_rate: float or schedule (see `keras_mae.recipes.schedules.WarmupCosine`).
         weight_decay: float. Defaults to 0.05.
         beta_1, beta_2: floats. Default to 0.9 and 0.95.
         gradient_accumulation_steps: int >= 2 or None.
         **kwargs: other `keras.optimizers.AdamW` arguments.
+
+    Returns:
+        A `PretrainingAdamW`.
     """
-    optimizer = keras.optimizers.AdamW(
+    del model  # the rule is per variable, applied when the optimizer is built
+    return PretrainingAdamW(
         learning_rate,
         weight_decay=weight_decay,
         beta_1=beta_1,
@@ -51,10 +59,62 @@ def pretraining_optimizer(
         gradient_accumulation_steps=gradient_accumulation_steps,
         **kwargs,
     )
-    optimizer.exclude_from_weight_decay(
-        var_list=[v for v in model.trainable_variables if not is_decayed(v)]
-    )
-    return optimizer
+
+
+# Keras' AdamW as this backend runs it: under PyTorch Keras swaps
+# `keras.optimizers.AdamW` for a fused (torch._foreach) class when it is constructed,
+# which a subclass of `keras.optimizers.AdamW` would not get. `__new__` alone
+# picks that class without creating any variable.
+_BackendAdamW = type(keras.optimizers.AdamW.__new__(keras.optimizers.AdamW))
+
+
+@keras.saving.register_keras_serializable(package="keras_mae")
+class PretrainingAdamW(_BackendAdamW):
+    """Keras' AdamW without weight decay on parameters of rank <= 1 (biases, norms).
+
+    The parameter groups of the official pre-training (`main_pretrain.py`,
+    `optim_factory.add_weight_decay`): every variable of rank > 1 is decayed
+    (kernels, the cls and mask tokens), the others are not. The rule is
+    applied in `build` from the variables' ranks, so it needs no list of
+    variables in the config: a model saved with this optimizer and reloaded
+    with `keras.models.load_model` trains on exactly as before. (Keras'
+    `exclude_from_weight_decay` keeps variable ids, which no config can hold,
+    and `build` replaces any such earlier call with this rule.)
+
+    Args:
+        learning_rate: float or schedule. Defaults to 0.001.
+        weight_decay: float. Defaults to 0.05.
+        beta_1, beta_2: floats. Default to 0.9 and 0.95 (MAE pre-training).
+        **kwargs: other `keras.optimizers.AdamW` arguments (`epsilon`,
+            `gradient_accumulation_steps`, `clipnorm`, ...).
+
+    Example:
+    >>> optimizer = PretrainingAdamW(1.5e-4, weight_decay=0.05)
+    >>> mae.compile(optimizer=optimizer)
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        weight_decay=0.05,
+        beta_1=0.9,
+        beta_2=0.95,
+        name="pretraining_adamw",
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            name=name,
+            **kwargs,
+        )
+
+    def build(self, variables):
+        if not self.built:
+            self.exclude_from_weight_decay(var_list=[v for v in variables if not is_decayed(v)])
+        super().build(variables)
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
@@ -186,6 +246,15 @@ class LayerDecayAdamW(keras.optimizers.Optimizer):
         super().build(variables)
         self.first_moments = self.add_optimizer_variables(variables, "m")
         self.second_moments = self.add_optimizer_variables(variables, "v")
+        tabled = set(self.learning_rate_multipliers) | set(self.no_decay_paths)
+        if tabled and not tabled & {v.path for v in variables}:
+            raise ValueError(
+                f"none of the {len(variables)} variables to optimise has a path in this "
+                "optimizer's tables (e.g. the variable "
+                f"{variables[0].path!r}, the table's {sorted(tabled)[0]!r}): it was made "
+                "for another model. Make it with layer_decay_optimizer(model, ...) for "
+                "the model it trains."
+            )
         no_decay = set(self.no_decay_paths)
         self.variable_rules = [
             (float(self.learning_rate_multipliers.get(v.path, 1.0)), v.path not in no_decay)

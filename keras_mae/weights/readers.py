@@ -16,6 +16,8 @@ Understood containers:
 
 import json
 import os
+import pickle
+import zipfile
 
 import numpy as np
 
@@ -97,19 +99,62 @@ def read_safetensors(path):
     return {name: np.asarray(value, dtype="float32") for name, value in tensors.items()}
 
 
+EXPECTED_CHECKPOINTS = (
+    "expected an official MAE .pth (torch.save of {'model': state_dict}), a "
+    ".safetensors file, or a directory written by Hugging Face save_pretrained"
+)
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_2 = b"\x80\x02"  # torch.save before PyTorch 1.6 (legacy format)
+
+
+def not_a_torch_checkpoint(path, reason):
+    size = os.path.getsize(path)
+    return ValueError(
+        f"{path!r} ({size:,} bytes) is not a readable PyTorch checkpoint: {reason}; "
+        f"{EXPECTED_CHECKPOINTS}. The file may be truncated or not a checkpoint: "
+        "download or save it again."
+    )
+
+
+def check_torch_file(path):
+    """Refuse a file that is neither torch's zip format nor its legacy pickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if zipfile.is_zipfile(path) or head.startswith(PICKLE_PROTOCOL_2):
+        return
+    if head == ZIP_MAGIC:
+        raise not_a_torch_checkpoint(
+            path, "it begins as torch's zip format but its end is missing (truncated)"
+        )
+    raise not_a_torch_checkpoint(
+        path, "it is neither torch's zip format nor its legacy pickle format"
+    )
+
+
 def read_torch_file(path):
     try:
         import torch
     except ImportError:
         raise ImportError(TORCH_MISSING.format(path=path)) from None
+    check_torch_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors alike
+    except pickle.UnpicklingError as e:
+        unsupported = [line for line in str(e).splitlines() if "Unsupported global" in line]
+        if not unsupported:
+            raise not_a_torch_checkpoint(path, f"torch could not unpickle it ({e})") from None
+        found = unsupported[0].split("Unsupported global:")[-1].split(" was not")[0].strip()
         raise ValueError(
-            f"could not read {path!r} as a PyTorch checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). The file may be truncated "
-            "or not a checkpoint; official MAE checkpoints are torch.save files "
-            "holding {'model': state_dict}."
+            f"{path!r} holds Python objects besides tensors ({found}). keras-mae reads "
+            ".pth files with torch.load(weights_only=True), which runs no code from the "
+            "file, and needs only the weights. If you trust the file, keep its state dict "
+            "in a new one once: torch.save({'model': torch.load(PATH, weights_only=False)"
+            "['model']}, 'weights_only.pth'), and read that."
+        ) from None
+    except Exception as e:  # zip and torch errors alike
+        message = str(e).splitlines()[0] if str(e) else ""
+        raise not_a_torch_checkpoint(
+            path, f"torch could not read it ({type(e).__name__}: {message})"
         ) from None
     state_dict = checkpoint
     if isinstance(checkpoint, dict):

@@ -383,3 +383,99 @@ def test_import_and_help_need_no_torch():
     )
     assert result.returncode == 0, result.stderr
     assert "python -m keras_mae.convert" in result.stdout
+
+
+def write_hf_directory(directory, sd, config_json=True, **changes):
+    """An official-layout safetensors file and, optionally, a ViTMAE config.json."""
+    import json
+
+    directory.mkdir()
+    pytest.importorskip("safetensors.numpy").save_file(sd, str(directory / "model.safetensors"))
+    if config_json:
+        config = {
+            "model_type": "vit_mae",
+            "image_size": 16,
+            "patch_size": 4,
+            "num_channels": 3,
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "decoder_hidden_size": 8,
+            "decoder_num_hidden_layers": 1,
+            "decoder_num_attention_heads": 2,
+            "decoder_intermediate_size": 32,
+            "mask_ratio": 0.6,
+            **changes,
+        }
+        (directory / "config.json").write_text(json.dumps(config))
+    return str(directory)
+
+
+def test_stray_key_without_preset_names_the_keys(tmp_path):
+    sd = official_state_dict()
+    sd["blocks.1.norm1.weight"] = np.ones(16, "float32")  # a second block, incomplete
+    del sd["decoder_norm.bias"]
+    path = save_pth(sd, tmp_path / "stray.pth")
+    with pytest.raises(ValueError) as info:
+        keras_mae.MaskedAutoencoder.from_official_checkpoint(path)
+    message = str(info.value)
+    assert "does not have the layout of an official MAE checkpoint" in message
+    assert "unexpected keys (1): blocks.1.norm1.weight" in message
+    assert "missing keys (1): decoder_norm.bias" in message
+    assert "cannot tell num_heads" not in message
+
+
+def test_random_bytes_pth_is_not_a_readable_checkpoint(tmp_path):
+    path = tmp_path / "random.pth"
+    path.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(ValueError) as info:
+        read_checkpoint(str(path))
+    message = str(info.value)
+    assert f"{str(path)!r} (2,048 bytes) is not a readable PyTorch checkpoint" in message
+    assert "expected an official MAE .pth" in message and "save_pretrained" in message
+    assert "weights_only" not in message
+    good = open(save_pth(official_state_dict(), tmp_path / "good.pth"), "rb").read()
+    (tmp_path / "cut.pth").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="its end is missing \\(truncated\\)"):
+        read_checkpoint(str(tmp_path / "cut.pth"))
+    import argparse
+
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1)}, str(tmp_path / "args.pth"))
+    with pytest.raises(ValueError, match="holds Python objects besides tensors.*If you trust"):
+        read_checkpoint(str(tmp_path / "args.pth"))
+
+
+def test_preset_or_argument_contradicting_config_json_is_refused(tmp_path):
+    directory = write_hf_directory(tmp_path / "hf", official_state_dict())
+    with pytest.raises(ValueError) as info:
+        keras_mae.MaskedAutoencoder.from_official_checkpoint(
+            directory, preset="mae_vit_micro_patch2"
+        )
+    message = str(info.value)
+    assert "config.json describes the architecture" in message
+    for line in (
+        "patch_size: preset 2, config.json 4",
+        "hidden_dim: preset 64, config.json 16",
+        "num_heads: preset 4, config.json 2",
+        "channels: preset 1 (image_shape=(8, 8, 1)), config.json 3",
+    ):
+        assert line in message
+    with pytest.raises(ValueError, match="num_heads: argument 4, config.json 2"):
+        keras_mae.MaskedAutoencoder.from_official_checkpoint(directory, num_heads=4)
+    # Settings that are not the architecture may still be given.
+    mae = keras_mae.MaskedAutoencoder.from_official_checkpoint(directory, mask_ratio=0.9)
+    assert (mae.num_heads, mae.mask_ratio) == (2, 0.9)
+
+
+def test_missing_config_json_names_the_defaulted_settings(tmp_path):
+    directory = write_hf_directory(tmp_path / "hf", official_state_dict(), config_json=False)
+    with pytest.warns(UserWarning) as record:
+        mae = keras_mae.MaskedAutoencoder.from_official_checkpoint(
+            directory, num_heads=2, decoder_num_heads=2, norm_pix_loss=True
+        )
+    (message,) = [str(w.message) for w in record if "config.json" in str(w.message)]
+    assert "comes with no config.json and no preset was given" in message
+    assert "mask_ratio=0.75, layer_norm_epsilon=1e-06 (defaults)" in message
+    assert "norm_pix_loss" not in message  # given
+    assert mae.mask_ratio == 0.75
