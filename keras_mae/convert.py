@@ -7,11 +7,13 @@ Command line (prints the model's parameter count and where it wrote the file):
     python -m keras_mae.convert mae_pretrain_vit_base.pth --encoder-only \
         --preset mae_vit_base_patch16 --output vit_base_encoder.keras
     python -m keras_mae.convert ./vit-mae-base --output mae.keras  # HF directory
+    python -m keras_mae.convert hf://facebook/vit-mae-base --output mae.keras  # the Hub
+    python -m keras_mae.convert mae.keras --to transformers --output vit-mae-mine  # HF dir
 
 `keras-mae-convert` (installed with the package) is the same command. The
 loading itself is `keras_mae.weights`; in Python, use
 `MaskedAutoencoder.from_official_checkpoint` and
-`MAEEncoder.from_official_checkpoint`.
+`MAEEncoder.from_official_checkpoint`, and `model.export_to_transformers(directory)`.
 """
 
 import argparse
@@ -21,6 +23,8 @@ import numpy as np
 from keras_mae.models.mae_encoder import MAEEncoder
 from keras_mae.models.masked_autoencoder import MaskedAutoencoder
 from keras_mae.models.presets import PRESETS
+from keras_mae.saving import load_model
+from keras_mae.weights.hf_export import export_to_transformers
 from keras_mae.weights.loader import load_checkpoint
 
 
@@ -47,8 +51,17 @@ def parse_args(argv=None):
         description="Convert an official MAE checkpoint (.pth) or a Hugging Face "
         "ViTMAE directory into a Keras model file.",
     )
-    parser.add_argument("checkpoint", help=".pth / .safetensors file or HF directory")
-    parser.add_argument("--output", required=True, help="model.keras or name.weights.h5")
+    parser.add_argument(
+        "checkpoint",
+        help=".pth / .safetensors file, HF directory, hf://ORG/NAME[@REVISION], or .keras",
+    )
+    parser.add_argument("--output", required=True, help="model.keras, name.weights.h5 or a dir")
+    parser.add_argument(
+        "--to",
+        choices=("keras", "transformers"),
+        default="keras",
+        help="transformers: a Hugging Face ViTMAE directory (config.json + model.safetensors)",
+    )
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -102,15 +115,30 @@ def main(argv=None):
         overrides["decoder_num_heads"] = args.decoder_num_heads
     load = load_encoder if args.encoder_only else load_masked_autoencoder
     try:
-        model = load(args.checkpoint, preset=args.preset, **overrides)
+        model = load_source(args, load, overrides)
     except (ValueError, ImportError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    if args.output.endswith(".weights.h5"):
+    if args.to == "transformers":
+        try:
+            export_to_transformers(model, args.output)
+        except (ValueError, ImportError, FileExistsError) as e:
+            raise SystemExit(f"error: {e}") from None
+    elif args.output.endswith(".weights.h5"):
         model.save_weights(args.output)
     else:
         model.save(args.output)
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(f"{type(model).__name__}: {params:,} trainable parameters; wrote {args.output}")
+
+
+def load_source(args, load, overrides):
+    """A saved `.keras` model (to export it) or a checkpoint to convert."""
+    if not args.checkpoint.endswith(".keras"):
+        return load(args.checkpoint, preset=args.preset, **overrides)
+    if overrides or args.preset:
+        raise ValueError(f"{args.checkpoint!r} is a saved model: drop --preset and the overrides.")
+    model = load_model(args.checkpoint)  # checks the file first
+    return model.encoder if args.encoder_only and hasattr(model, "encoder") else model
 
 
 if __name__ == "__main__":

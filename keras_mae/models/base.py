@@ -37,19 +37,40 @@ class PresetMixin:
 
     @classmethod
     def from_preset(cls, name, **overrides):
-        """An untrained model with the architecture of a named preset.
+        """A model with the architecture of a named preset, or a Hub model.
 
         Args:
-            name: a key of `keras_mae.PRESETS`: `"mae_vit_base_patch16"`,
-                `"mae_vit_large_patch16"`, `"mae_vit_huge_patch14"` (official),
-                `"mae_vit_tiny_patch4"` (32x32), `"mae_vit_micro_patch2"` (8x8).
+            name: a key of `keras_mae.PRESETS` (an untrained model):
+                `"mae_vit_base_patch16"`, `"mae_vit_large_patch16"`,
+                `"mae_vit_huge_patch14"` (official), `"mae_vit_tiny_patch4"`
+                (32x32), `"mae_vit_micro_patch2"` (8x8). Or a Hugging Face ViTMAE
+                repository, `"hf://ORG/NAME"` or `"hf://ORG/NAME@REVISION"`
+                (e.g. `"hf://facebook/vit-mae-base"`): its architecture and
+                weights, fetched through the Hugging Face cache (needs
+                `pip install "keras-mae[hub]"`; see
+                `keras_mae.weights.hub.load_hub_checkpoint`).
             **overrides: constructor arguments replacing the preset's, e.g.
-                `norm_pix_loss=True` or `image_shape=(64, 64, 3)`.
+                `norm_pix_loss=True` or `image_shape=(64, 64, 3)`. For a Hub
+                model, only settings that are not the architecture
+                (`mask_ratio`, `norm_pix_loss`, `dtype`, `image_size`, ...), and
+                the download options `revision`, `cache_dir`, `token`,
+                `local_files_only`, `force_download`.
 
         Example:
         >>> mae = MaskedAutoencoder.from_preset("mae_vit_base_patch16",
         ...                                     norm_pix_loss=True)
+        >>> mae = MaskedAutoencoder.from_preset("hf://facebook/vit-mae-base")
         """
+        from keras_mae.weights import hub
+
+        if hub.is_hub_name(name):
+            return hub.load_hub_checkpoint(name, cls, **overrides)
+        options = sorted(set(overrides) & set(hub.HUB_OPTIONS))
+        if options:
+            raise ValueError(
+                f"{', '.join(options)} apply to Hugging Face Hub names ('hf://ORG/NAME'), "
+                f"not to the built-in preset {name!r}. Drop them, or name a Hub repository."
+            )
         config = cls.preset_config(name)
         config.update(overrides)
         return cls(**config)
@@ -75,3 +96,20 @@ class PresetMixin:
         from keras_mae.weights.loader import load_checkpoint
 
         return load_checkpoint(path, cls, preset=preset, **overrides)
+
+    def export_to_transformers(self, directory):
+        """Write this model as a Hugging Face transformers ViTMAE directory.
+
+        A `MaskedAutoencoder` becomes a `ViTMAEForPreTraining`, a `MAEEncoder` a
+        `ViTMAEModel`: `config.json` and `model.safetensors` (float32), which
+        `transformers.ViTMAEForPreTraining.from_pretrained(directory)` (or
+        `ViTMAEModel`'s) reads, and `from_official_checkpoint` reads back. Needs
+        the `safetensors` package, not torch. See
+        `keras_mae.weights.hf_export.export_to_transformers`.
+
+        Example:
+        >>> mae.export_to_transformers("vit-mae-mine")
+        """
+        from keras_mae.weights.hf_export import export_to_transformers
+
+        return export_to_transformers(self, directory)

@@ -16,6 +16,8 @@ command line), so nothing here imports the models.
 
 from keras_mae.weights.assign import load_official_weights
 from keras_mae.weights.config import build_config
+from keras_mae.weights.hub import is_hub_name
+from keras_mae.weights.hub import load_hub_checkpoint
 from keras_mae.weights.readers import read_checkpoint
 
 
@@ -26,21 +28,27 @@ def load_checkpoint(path, cls, preset=None, **overrides):
         path: an official `.pth` (a `{"model": state_dict}` torch file, e.g.
             `mae_visualize_vit_base.pth` with encoder and decoder or
             `mae_pretrain_vit_base.pth` with the encoder only), a
-            `.safetensors` file, or a Hugging Face `save_pretrained` directory.
+            `.safetensors` file, a Hugging Face `save_pretrained` directory, or
+            a Hub name `hf://ORG/NAME[@REVISION]` (`keras_mae.weights.hub`).
         cls: the class to build: `keras_mae.MaskedAutoencoder`,
             `keras_mae.MAEEncoder` or a subclass. An encoder takes full
             checkpoints too (the decoder entries are ignored, with a notice).
         preset: str or None, the architecture (a key of `keras_mae.PRESETS`).
             None reads a HF directory's `config.json`, or infers the
-            architecture from the checkpoint's shapes.
+            architecture from the checkpoint's shapes (with a warning naming
+            the settings the shapes do not tell). A preset that contradicts a
+            `config.json` is refused, each conflicting field listed.
         **overrides: constructor arguments, e.g. `norm_pix_loss=True`, or
             `image_size=(256, 256)` (or `image_shape=(256, 256, 3)`): another
-            resolution, to which the position tables are resampled.
+            resolution, to which the position tables are resampled. Those that
+            contradict a `config.json`'s architecture are refused.
 
     Returns:
         The model, every weight assigned.
     """
+    if is_hub_name(path):  # hf://ORG/NAME[@REVISION], through the Hugging Face cache
+        return load_hub_checkpoint(path, cls, preset=preset, **overrides)
     state_dict, hf_config = read_checkpoint(path)
-    config = build_config(state_dict, hf_config, preset, overrides, cls)
+    config = build_config(state_dict, hf_config, preset, overrides, cls, source=repr(str(path)))
     model = cls(**config)
     return load_official_weights(model, state_dict, source=repr(str(path)))
