@@ -20,14 +20,19 @@ that the chosen implementation equals the reference in values and gradients.
 
 `KERAS_MAE_KERNELS=reference` in the environment (read at import) selects
 every reference instead, e.g. to rule a fast path out when chasing a numerical
-difference.
+difference; `references()` does the same inside a `with` block.
+
+`export` writes a model for serving (`keras.Model.export`; under JAX traced
+with the references, under PyTorch an ONNX file with a dynamic batch).
 """
 
 from keras_mae.kernels.attention import attention
 from keras_mae.kernels.attention import check_attention_padding
 from keras_mae.kernels.attention import padded_attention
+from keras_mae.kernels.export import export
 from keras_mae.kernels.gelu import gelu
 from keras_mae.kernels.kernel import Kernel
+from keras_mae.kernels.kernel import references
 from keras_mae.kernels.layer_norm import layer_norm
 from keras_mae.kernels.replicas import scale_loss_for_replicas
 from keras_mae.kernels.sublayer import call_sublayer
@@ -40,8 +45,10 @@ __all__ = [
     "attention",
     "call_sublayer",
     "check_attention_padding",
+    "export",
     "gelu",
     "layer_norm",
     "padded_attention",
+    "references",
     "scale_loss_for_replicas",
 ]

@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import keras
@@ -25,6 +26,9 @@ class Kernel:
     6
     """
 
+    # Every kernel made, so that `references()` can switch them all.
+    instances = []
+
     def __init__(self, name, reference, **implementations):
         unknown = set(implementations) - {"jax", "tensorflow", "torch"}
         if unknown:
@@ -40,6 +44,7 @@ class Kernel:
         self.implementation = (
             reference if use_reference else implementations.get(self.backend, reference)
         )
+        Kernel.instances.append(self)
 
     @property
     def is_fast_path(self):
@@ -52,3 +57,28 @@ class Kernel:
     def __repr__(self):
         which = f"the {self.backend} fast path" if self.is_fast_path else "the reference"
         return f"<Kernel {self.name}: {which}>"
+
+
+@contextlib.contextmanager
+def references():
+    """Every kernel runs its `keras.ops` reference inside this context.
+
+    For graphs that leave the process (an exported SavedModel or ONNX file):
+    they then hold only what Keras' own ops lower to. A fast path may lower
+    to something the consumer cannot read, e.g. JAX's `erf` (the GELU fast
+    path) serialises as a StableHLO composite that TensorFlow's
+    `XlaCallModule` does not know. The references equal the fast paths
+    (`tests/kernels/`), so the exported numbers are the model's.
+
+    Example:
+    >>> with references():
+    ...     exported = encoder.export("encoder", format="tf_saved_model")
+    """
+    saved = [(kernel, kernel.implementation) for kernel in Kernel.instances]
+    for kernel, _ in saved:
+        kernel.implementation = kernel.reference
+    try:
+        yield
+    finally:
+        for kernel, implementation in saved:
+            kernel.implementation = implementation

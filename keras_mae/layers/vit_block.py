@@ -28,6 +28,12 @@ class ViTBlock(keras.layers.Layer):
             `"auto"` pads to 64 under JAX on a GPU with half-precision inputs
             and nowhere else. See `keras_mae.kernels.attention`. Defaults to
             `"auto"`.
+        remat: bool, activation checkpointing (`keras.remat`): the attention
+            and MLP branches keep only their inputs for the backward pass and
+            are recomputed there, trading one more forward pass of the block
+            for the memory of its qkv, attention weights and MLP activations.
+            Drop path stays outside, so the recomputation draws nothing new
+            and the gradients are those of the plain block. Defaults to False.
 
     Call arguments:
         x: `(batch, tokens, hidden_dim)`.
@@ -50,6 +56,7 @@ class ViTBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         seed=None,
         attention_padding="auto",
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -70,7 +77,10 @@ class ViTBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.drop_path_rate = drop_path_rate
         self.seed = seed
+        if not isinstance(remat, bool):
+            raise TypeError(f"remat must be True or False. Received: remat={remat!r}")
         self.attention_padding = kernels.check_attention_padding(attention_padding)
+        self.remat = remat
         self.head_dim = hidden_dim // num_heads
         self.mlp_dim = int(hidden_dim * mlp_ratio)
 
@@ -95,6 +105,14 @@ class ViTBlock(keras.layers.Layer):
         for layer in (self.norm1, self.qkv, self.proj, self.norm2, self.fc1):
             layer.build(input_shape)
         self.fc2.build((*input_shape[:-1], self.mlp_dim))
+
+    def attended(self, rows, tokens):
+        """The attention branch, `Attention(LN(rows))`."""
+        return self.attention(kernels.layer_norm(self.norm1, rows), tokens)
+
+    def transformed(self, rows):
+        """The MLP branch, `MLP(LN(rows))`."""
+        return self.mlp(kernels.layer_norm(self.norm2, rows))
 
     def attention(self, rows, tokens):
         qkv = kernels.call_sublayer(self.qkv, rows)  # (B * N, 3D)
@@ -127,11 +145,37 @@ class ViTBlock(keras.layers.Layer):
         # reshapes are free on every backend.
         tokens = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
         rows = ops.reshape(x, (-1, self.hidden_dim))  # (B * N, D)
-        attended = self.attention(kernels.layer_norm(self.norm1, rows), tokens)
-        rows = rows + self.drop_path(attended, tokens, training)
-        transformed = self.mlp(kernels.layer_norm(self.norm2, rows))
-        rows = rows + self.drop_path(transformed, tokens, training)
+        attended = lambda r: self.attended(r, tokens)  # noqa: E731
+        transformed = self.transformed
+        if self.remat:
+            attended, transformed = keras.remat(attended), keras.remat(transformed)
+        rows = rows + self.drop_path(attended(rows), tokens, training)
+        rows = rows + self.drop_path(transformed(rows), tokens, training)
         return ops.reshape(rows, (-1, tokens, self.hidden_dim))  # (B, N, D)
+
+    def attention_weights(self, x):
+        """The softmax attention weights of this block for inputs `x`.
+
+        Recomputes q and k from `LN(x)` (the attention's own input), outside
+        `call`, so the training path is untouched: `softmax(q k^T / sqrt(hd))`
+        per head.
+
+        Args:
+            x: `(batch, tokens, hidden_dim)`, the block's input.
+
+        Returns:
+            `(batch, num_heads, tokens, tokens)` float32, each row summing to 1
+            (row: the attending token, column: the attended one).
+        """
+        tokens = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
+        rows = kernels.layer_norm(self.norm1, ops.reshape(x, (-1, self.hidden_dim)))
+        qkv = self.qkv(rows)  # (B * N, 3D)
+        qkv = ops.reshape(qkv, (-1, tokens, 3, self.num_heads, self.head_dim))
+        q, k, _ = ops.unstack(ops.cast(qkv, "float32"), 3, axis=2)  # (B, N, heads, hd)
+        q = ops.transpose(q, (0, 2, 1, 3))  # (B, heads, N, hd)
+        k = ops.transpose(k, (0, 2, 3, 1))  # (B, heads, hd, N)
+        logits = ops.matmul(q, k) / float(self.head_dim) ** 0.5  # (B, heads, N, N)
+        return ops.softmax(logits, axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -147,6 +191,7 @@ class ViTBlock(keras.layers.Layer):
                 "drop_path_rate": self.drop_path_rate,
                 "seed": self.seed,
                 "attention_padding": self.attention_padding,
+                "remat": self.remat,
             }
         )
         return config

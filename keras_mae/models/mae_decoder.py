@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_mae.layers.checks import check_transformer
 from keras_mae.layers.patching import sincos_position_table
 from keras_mae.layers.vit_block import ViTBlock
 
@@ -27,6 +28,8 @@ class MAEDecoder(keras.layers.Layer):
         layer_norm_epsilon: float. Defaults to 1e-6.
         attention_padding: `"auto"`, None or int >= 2; see
             `keras_mae.ViTBlock`. Defaults to `"auto"`.
+        remat: bool, activation checkpointing in every block; see
+            `keras_mae.ViTBlock`. Defaults to False.
 
     Call arguments:
         latent: `(batch, 1 + len_keep, encoder_dim)`, encoder output, cls first.
@@ -53,9 +56,11 @@ class MAEDecoder(keras.layers.Layer):
         mlp_ratio=4.0,
         layer_norm_epsilon=1e-6,
         attention_padding="auto",
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_transformer(hidden_dim, num_layers, num_heads, mlp_ratio, layer_norm_epsilon)
         if hidden_dim < 4 or hidden_dim % 4:
             raise ValueError(
                 "decoder hidden_dim must be a positive multiple of 4 for the sin-cos "
@@ -73,6 +78,7 @@ class MAEDecoder(keras.layers.Layer):
         self.mlp_ratio = mlp_ratio
         self.layer_norm_epsilon = layer_norm_epsilon
         self.attention_padding = attention_padding
+        self.remat = remat
         self.num_patches = self.grid_size[0] * self.grid_size[1]
 
         self.embed = keras.layers.Dense(hidden_dim, dtype=self.dtype_policy, name="embed")
@@ -83,6 +89,7 @@ class MAEDecoder(keras.layers.Layer):
                 mlp_ratio=mlp_ratio,
                 layer_norm_epsilon=layer_norm_epsilon,
                 attention_padding=attention_padding,
+                remat=remat,
                 dtype=self.dtype_policy,
                 name=f"block_{i}",
             )
@@ -145,6 +152,7 @@ class MAEDecoder(keras.layers.Layer):
                 "mlp_ratio": self.mlp_ratio,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "attention_padding": self.attention_padding,
+                "remat": self.remat,
             }
         )
         return config

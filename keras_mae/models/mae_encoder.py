@@ -2,6 +2,8 @@ import keras
 import numpy as np
 
 from keras_mae import kernels
+from keras_mae.kernels.precision import check_compute_dtype
+from keras_mae.layers.checks import check_transformer
 from keras_mae.layers.class_token import ClassToken
 from keras_mae.layers.patch_encoder import PatchEncoder
 from keras_mae.layers.patching import check_image_shape
@@ -40,6 +42,9 @@ class MAEEncoder(PresetMixin, keras.Model):
             from 0 at the first (for fine-tuning). Defaults to 0.0.
         attention_padding: `"auto"`, None or int >= 2; see
             `keras_mae.ViTBlock`. Defaults to `"auto"`.
+        remat: bool, activation checkpointing in every block (see
+            `keras_mae.ViTBlock`): less memory in training, one more forward
+            pass of the blocks per step, the same gradients. Defaults to False.
         dtype: dtype policy of the layers, e.g. `"mixed_bfloat16"`.
 
     Example:
@@ -49,6 +54,8 @@ class MAEEncoder(PresetMixin, keras.Model):
     (2, 65, 64)
     >>> classifier = keras.Sequential(
     ...     [encoder, keras_mae.TokenPooling("cls"), keras.layers.Dense(10)])
+    >>> encoder.export("encoder_savedmodel")  # TensorFlow or JAX backend
+    >>> encoder.export("encoder.onnx", format="onnx")
     """
 
     def __init__(
@@ -62,11 +69,13 @@ class MAEEncoder(PresetMixin, keras.Model):
         layer_norm_epsilon=1e-6,
         drop_path_rate=0.0,
         attention_padding="auto",
+        remat=False,
         dtype=None,
         **kwargs,
     ):
         image_shape = tuple(image_shape)
         check_image_shape(image_shape, patch_size)
+        check_transformer(hidden_dim, num_layers, num_heads, mlp_ratio, layer_norm_epsilon)
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1. Received: num_layers={num_layers}")
 
@@ -84,6 +93,7 @@ class MAEEncoder(PresetMixin, keras.Model):
                 layer_norm_epsilon=layer_norm_epsilon,
                 drop_path_rate=float(rates[i]),
                 attention_padding=attention_padding,
+                remat=remat,
                 dtype=dtype,
                 name=f"block_{i}",
             )
@@ -95,10 +105,16 @@ class MAEEncoder(PresetMixin, keras.Model):
         images = keras.Input(shape=image_shape, name="images")
         tokens = encode_tokens(patch_encoder(images), class_token, blocks, norm)
         super().__init__(inputs=images, outputs=tokens, dtype=dtype, **kwargs)
+        if not self.trainable:
+            # `trainable=False` from a config (a frozen encoder reloaded) sets only
+            # the model's flag: freeze the layers built above too.
+            for layer in self.layers:
+                layer.trainable = False
         if dtype is not None:
             # A functional model drops `dtype`: keep the policy, so that the
             # config (and a reloaded encoder) has the layers' policy.
             self.dtype_policy = dtype
+        check_compute_dtype(self.dtype_policy, "the MAEEncoder")
         self.patch_encoder = patch_encoder
         self.class_token = class_token
         self.blocks = blocks
@@ -114,6 +130,7 @@ class MAEEncoder(PresetMixin, keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.drop_path_rate = drop_path_rate
         self.attention_padding = kernels.check_attention_padding(attention_padding)
+        self.remat = remat
         self.grid_size = self.patch_encoder.grid_size
         self.num_patches = self.patch_encoder.num_patches
 
@@ -129,6 +146,27 @@ class MAEEncoder(PresetMixin, keras.Model):
         """
         return encode_tokens(tokens, self.class_token, self.blocks, self.norm, training)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Write the encoder for serving: images -> tokens, without Keras.
+
+        `keras.Model.export`, with what each backend needs to export it
+        (`keras_mae.kernels.export`); the artifact computes the encoder's
+        outputs (within float32 rounding).
+
+        Args:
+            filepath: str, a folder (`"tf_saved_model"`) or a `.onnx` file.
+            format: `"tf_saved_model"`, from the TensorFlow and JAX backends
+                (JAX through `jax2tf`): load it with `tf.saved_model.load` and
+                keep the loaded object while calling its `serve(images)`
+                endpoint; or `"onnx"`, from every backend (TensorFlow needs
+                `tf2onnx`, JAX `jax2onnx`, PyTorch `onnxscript`; the `export`
+                extra), for `onnxruntime.InferenceSession(filepath)`. The
+                batch size stays free in both.
+            verbose: bool or None, as `keras.Model.export`.
+            **kwargs: passed to `keras.Model.export`, e.g. `input_signature`.
+        """
+        return kernels.export(self, filepath, format=format, verbose=verbose, **kwargs)
+
     def get_config(self):
         return {
             "name": self.name,
@@ -143,6 +181,7 @@ class MAEEncoder(PresetMixin, keras.Model):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "drop_path_rate": self.drop_path_rate,
             "attention_padding": self.attention_padding,
+            "remat": self.remat,
         }
 
     @classmethod
