@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-import keras_mae  # noqa: E402,F401  (registers the encoder classes)
+import keras_mae  # noqa: E402
 from keras_mae.data import load_source  # noqa: E402
 from keras_mae.recipes import arguments  # noqa: E402
 from keras_mae.recipes.finetune import finetune  # noqa: E402
@@ -60,9 +60,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    arguments.quiet_output()
     args = parse_args(argv)
+    for note in arguments.schedule_notes(args, [("finetune", "")]):
+        print(note, flush=True)
     keras.utils.set_random_seed(args.seed)
-    encoder = keras.models.load_model(args.encoder)
+    encoder = keras_mae.load_model(args.encoder)
     channels = encoder.image_shape[-1]
     train = load_source(args.dataset, "train", args.data_dir, channels=channels)
     test = load_source(args.dataset, "test", args.data_dir, channels=channels)

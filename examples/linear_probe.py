@@ -8,7 +8,14 @@ Trains BatchNorm (no affine) + a linear head on the frozen encoder's cls token
 LARS and warmup + cosine on `PATH/train`, evaluates on `PATH/test` (or
 `PATH/val`), and prints one line per pooling and base learning rate, e.g.
 
-    test accuracy (cls pooling, blr 0.1): 0.xxxx
+    test accuracy (cls pooling, blr 6.4, chosen on held-out training images: 0.1 0.21,
+    0.4 0.25, 1.6 0.31, 6.4 0.33): 0.3650 (train 0.4380)
+
+(2,000 CIFAR-10 training images, 200 test images, `mae_vit_tiny_patch4` after
+one pre-training epoch; `--base-learning-rate 0.1` gives 0.2150.) Without
+`--base-learning-rate` the rate is the best of 0.1 (official), 0.4, 1.6 and
+6.4 on a held-out tenth of the training split (cheap: the features are
+cached); give one or several to skip the choice.
 
 `--dataset digits` (the default) and `tfds:NAME` work too; images pass the
 tf.data pipeline (RandomResizedCrop 0.08-1 + flip for training, resize +
@@ -26,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-import keras_mae  # noqa: E402,F401  (registers the encoder classes)
+import keras_mae  # noqa: E402
 from keras_mae.data import load_source  # noqa: E402
 from keras_mae.recipes import arguments  # noqa: E402
 from keras_mae.recipes.linear_probe import linear_probe  # noqa: E402
@@ -62,9 +69,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    arguments.quiet_output()
     args = parse_args(argv)
+    for note in arguments.schedule_notes(args, [("linear_probe", "")]):
+        print(note, flush=True)
     keras.utils.set_random_seed(args.seed)
-    encoder = keras.models.load_model(args.encoder)
+    encoder = keras_mae.load_model(args.encoder)
     train = load_source(args.dataset, "train", args.data_dir, channels=encoder.image_shape[-1])
     test = load_source(args.dataset, "test", args.data_dir, channels=encoder.image_shape[-1])
     print(
@@ -87,7 +97,7 @@ def main(argv=None):
     )
     for result in results:
         print(
-            f"test accuracy ({result['pooling']} pooling, blr {result['base_learning_rate']}): "
+            f"test accuracy ({result['pooling']} pooling, blr {arguments.rate_text(result)}): "
             f"{result['accuracy']:.4f} (train {result['train_accuracy']:.4f})"
         )
 

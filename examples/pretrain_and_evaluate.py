@@ -28,9 +28,14 @@ line per result, e.g.
     linear probe (pre-trained, cls): blr 0.1: 0.xxxx
     fine-tune (pre-trained), 100 epochs: 0.xxxx
 
-and writes `results.json`, `reconstructions.png`, `mae.keras` and
-`encoder.keras` into `--output-dir`. Every flag left out takes the official
-value, or for `--dataset digits` the value its help names.
+and writes `results.json`, `reconstructions.png` (8 held-out images taken in
+turn from each class), `mae.keras` and `encoder.keras` into `--output-dir`.
+Without `--preset` the images' shape chooses the architecture (32x32 RGB:
+`mae_vit_tiny_patch4`; see `--help`); the first lines name the preset, image
+shape, patch grid and mask ratio. The probe's base learning rate is chosen on
+a held-out tenth of the training split unless given. Every flag left out takes
+the official value, or for `--dataset digits` the value its help names;
+`--recipe short` takes `keras_mae.recipes.defaults.SHORT_BUDGET` instead.
 """
 
 import argparse
@@ -44,7 +49,6 @@ import keras_mae
 from keras_mae.data.arrays import load_arrays
 from keras_mae.data.statistics import max_pixel_value
 from keras_mae.data.statistics import pixel_mean_std
-from keras_mae.models.presets import preset_config
 from keras_mae.recipes import arguments
 from keras_mae.recipes.augmentation import image_augmentation
 from keras_mae.recipes.callbacks import TimeLimit
@@ -52,6 +56,10 @@ from keras_mae.recipes.finetune import finetune
 from keras_mae.recipes.linear_probe import linear_probe
 from keras_mae.recipes.pretrain import pretrain
 from keras_mae.recipes.visualization import save_reconstruction_grid
+from keras_mae.recipes.visualization import spread_over_classes
+
+RECIPES = [("pretrain", ""), ("linear_probe", "probe"), ("finetune", "finetune")]
+OFFICIAL_CROP_MIN_SCALE = 0.2
 
 
 def build_parser():
@@ -65,14 +73,16 @@ def build_parser():
         help="hold out the last N files of each training class as the evaluation "
         "split (default: 0, use PATH/test)",
     )
-    parser.add_argument(
-        "--preset",
-        default="mae_vit_micro_patch2",
-        choices=sorted(keras_mae.PRESETS),
-        help="architecture (default: mae_vit_micro_patch2, for the 8x8 digits; "
-        "mae_vit_tiny_patch4 for 32x32 RGB such as CIFAR-10)",
-    )
+    arguments.add_preset_argument(parser)
+    arguments.add_recipe_argument(parser)
     arguments.add_pretrain_arguments(parser)
+    parser.add_argument(
+        "--crop-min-scale",
+        type=float,
+        default=None,
+        help="smallest area fraction of the pre-training RandomResizedCrop "
+        f"(default: {OFFICIAL_CROP_MIN_SCALE}, official; --recipe short: its own)",
+    )
     arguments.add_linear_probe_arguments(parser, prefix="probe")
     arguments.add_finetune_arguments(parser, prefix="finetune")
     arguments.add_run_arguments(parser, output_dir="mae_eval_output")
@@ -88,13 +98,17 @@ def parse_args(argv=None):
             f"unknown dataset {args.dataset!r}: this example holds the images in memory, "
             "from digits or folder:PATH (tfds:NAME streams through examples/pretrain.py)"
         )
-    return arguments.resolve(
-        args, [("pretrain", ""), ("linear_probe", "probe"), ("finetune", "finetune")]
-    )
+    arguments.apply_recipe(args)
+    if args.crop_min_scale is None:
+        args.crop_min_scale = OFFICIAL_CROP_MIN_SCALE
+    return arguments.resolve(args, RECIPES)
 
 
 def main(argv=None):
+    arguments.quiet_output()
     args = parse_args(argv)
+    for note in arguments.schedule_notes(args, RECIPES):
+        print(note, flush=True)
     os.makedirs(args.output_dir, exist_ok=True)
     if args.precision != "float32":
         keras.config.set_dtype_policy(args.precision)
@@ -108,13 +122,17 @@ def main(argv=None):
         flush=True,
     )
     mean, std = pixel_mean_std(train[0])  # on the [0, 1] scale
-    image_shape = preset_config(args.preset)["image_shape"]
-    overrides = {"norm_pix_loss": args.norm_pix_loss}
+    preset, architecture, reason = arguments.choose_preset(args, train[0].shape[1:])
+    image_shape = {**keras_mae.PRESETS[preset]["config"], **architecture}["image_shape"]
+    if image_shape[-1] != train[0].shape[-1]:  # the preset's size, the images' channels
+        image_shape = (*image_shape[:2], train[0].shape[-1])
+        architecture["image_shape"] = image_shape
+    overrides = {"norm_pix_loss": args.norm_pix_loss, "remat": args.remat, **architecture}
     if args.mask_ratio is not None:
         overrides["mask_ratio"] = args.mask_ratio
     augmentation = image_augmentation(
         image_shape,
-        scale=(0.2, 1.0),
+        scale=(args.crop_min_scale, 1.0),
         mean=mean,
         std=std,
         max_value=max_pixel_value(train[0]),
@@ -122,8 +140,10 @@ def main(argv=None):
         input_shape=train[0].shape[1:],
     )
     mae = keras_mae.MaskedAutoencoder.from_preset(
-        args.preset, seed=args.seed, augmentation=augmentation, **overrides
+        preset, seed=args.seed, augmentation=augmentation, **overrides
     )
+    print(arguments.describe_model(mae, preset, reason), flush=True)
+    held_out = test[0][spread_over_classes(test[1], 8)]
     random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
     pretraining = pretrain(
         mae,
@@ -135,12 +155,13 @@ def main(argv=None):
         weight_decay=args.weight_decay,
         accumulation_steps=args.accumulation_steps,
         output_dir=args.output_dir,
-        held_out_images=test[0][:8],
+        held_out_images=held_out,
         mean=mean,
         std=std,
         image_every=args.image_every,
         verbose=args.verbose,
         callbacks=[TimeLimit(args.max_minutes)],
+        allow_new_settings=args.continue_with_new_settings,
     )
     if "last_loss" in pretraining:
         print(
@@ -151,7 +172,7 @@ def main(argv=None):
         )
     save_reconstruction_grid(
         mae,
-        test[0][:8],
+        held_out,
         os.path.join(args.output_dir, "reconstructions.png"),
         mean=mean,
         std=std,
@@ -187,17 +208,19 @@ def main(argv=None):
             seed=args.seed,
         )
         for pooling in args.probe_pooling:
-            accuracies = {
-                str(p["base_learning_rate"]): p["accuracy"]
-                for p in probes
-                if p["pooling"] == pooling
-            }
+            mine = [p for p in probes if p["pooling"] == pooling]
+            accuracies = {str(p["base_learning_rate"]): p["accuracy"] for p in mine}
             print(
                 f"linear probe ({name}, {pooling}): "
-                + ", ".join(f"blr {blr}: {acc:.4f}" for blr, acc in accuracies.items()),
+                + ", ".join(f"blr {arguments.rate_text(p)}: {p['accuracy']:.4f}" for p in mine),
                 flush=True,
             )
             results[f"probe {name} {pooling}"] = accuracies
+            for p in mine:
+                if "held_out_accuracy" in p:
+                    results[f"probe {name} {pooling} held-out"] = {
+                        str(rate): score for rate, score in p["held_out_accuracy"].items()
+                    }
         save()
         if args.finetune_epochs:
             keras.utils.set_random_seed(args.seed)
@@ -228,6 +251,24 @@ def main(argv=None):
             results[f"finetune {name}"] = tuned["accuracy"]
             save()
     save()
+    if len(encoders) == 2:
+        for kind in ("probe", "finetune"):
+            pairs = []
+            for key in results:
+                if key.startswith(f"{kind} pre-trained") and not key.endswith("held-out"):
+                    ours = results[key]
+                    theirs = results[key.replace("pre-trained", "random init")]
+                    if isinstance(ours, dict):
+                        pairs.append((max(ours.values()), max(theirs.values())))
+                    else:
+                        pairs.append((ours, theirs))
+            if pairs:
+                what = "linear probe" if kind == "probe" else "fine-tune"
+                note = arguments.comparison_note(
+                    *min(pairs, key=lambda p: p[0] - p[1]), pretraining["epochs"], what
+                )
+                if note:
+                    print(note, flush=True)
     print(f"total {time.time() - start:.0f} s; results in {args.output_dir}/results.json")
 
 

@@ -8,10 +8,20 @@ recipe in the same script take its prefix (`--probe-epochs`,
 `--finetune-base-learning-rate`). Hyper-parameter flags default to None and
 `fill_defaults` (after parsing) gives each the recipe's default for the chosen
 `--dataset` (`keras_mae.recipes.defaults`); the help line names it.
+
+Every learning-rate flag is a base rate: `lr = blr x batch / 256`.
+`--preset` left out lets the data choose the architecture
+(`keras_mae.recipes.defaults.preset_for_images`); `--recipe short` fills the
+flags a user did not give from `keras_mae.recipes.defaults.SHORT_BUDGET`.
+`quiet_output` keeps TensorFlow's start-up lines and Keras' warning about
+shuffling a `tf.data` stream out of the examples' output.
 """
 
 import argparse
+import importlib.util
+import warnings
 
+from keras_mae.recipes import defaults
 from keras_mae.recipes.defaults import default_help
 from keras_mae.recipes.defaults import fill_defaults
 
@@ -20,6 +30,178 @@ POOLINGS = ("cls", "mean")
 
 def flag(prefix, name):
     return "--" + (f"{prefix}-{name}" if prefix else name)
+
+
+def learning_rate_or_auto(text):
+    """An argparse type: a float, or `auto` (chosen on held-out training data)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+def quiet_output():
+    """Keep TensorFlow's start-up log lines and one misplaced Keras warning out of the output.
+
+    TensorFlow (the `tf.data` pipeline, and TensorBoard's writer) is imported
+    now, quietly and with its GPUs hidden unless Keras runs on it
+    (`keras_mae.data.tensorflow_import`); nothing happens when it is not
+    installed. Keras warns that `shuffle=True` is ignored for a `tf.data`
+    stream: the library's streams are shuffled by the pipeline (a stateless
+    permutation per epoch), so the warning says nothing to a user.
+    """
+    warnings.filterwarnings(
+        "ignore", message=r"`shuffle=True` was passed, but will be ignored since the data"
+    )
+    if importlib.util.find_spec("tensorflow") is not None:
+        from keras_mae.data.tensorflow_import import import_tensorflow
+
+        import_tensorflow()
+
+
+def add_preset_argument(parser):
+    """`--preset`: left out, the data's image shape chooses (see `choose_preset`)."""
+    from keras_mae.models.presets import PRESETS
+
+    parser.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help="architecture (default: chosen from the data's images: a preset made for "
+        "their shape, e.g. mae_vit_micro_patch2 for the 8x8 digits and "
+        "mae_vit_tiny_patch4 for 32x32 RGB; otherwise the micro family up to 16 "
+        "pixels (grid near 4x4), the tiny family up to 64 (grid near 8x8), "
+        "mae_vit_base_patch16 at 224 beyond, with the images' channel count)",
+    )
+
+
+def add_recipe_argument(parser):
+    """`--recipe official | short`."""
+    parser.add_argument(
+        "--recipe",
+        default="official",
+        choices=["official", "short"],
+        help="where the flags left out take their values: official (the paper's, or "
+        "the --dataset digits values) or short (keras_mae.recipes.defaults.SHORT_BUDGET: "
+        "a small ViT and few epochs for a budget of minutes; applied to every flag not "
+        "given) (default: official)",
+    )
+
+
+def apply_recipe(args):
+    """Fill the flags left at None from `SHORT_BUDGET` when `args.recipe == "short"`.
+
+    Keys naming a flag fill it; the architecture keys (a preset's constructor
+    arguments, e.g. `num_layers`) go to `args.model_overrides`, used only when
+    the preset comes from the recipe too. Returns the keys this example cannot
+    apply (e.g. a crop setting of a pipeline it does not build).
+    """
+    args.model_overrides = {}
+    if getattr(args, "recipe", "official") != "short":
+        return []
+    from keras_mae.models.presets import preset_config
+
+    budget = dict(defaults.SHORT_BUDGET)
+    preset = budget.pop("preset", None)
+    from_recipe = args.preset is None and preset is not None
+    if from_recipe:
+        args.preset = preset
+    architecture = preset_config(args.preset) if args.preset else {}
+    unused = []
+    for key, value in budget.items():
+        if hasattr(args, key):
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        elif key in architecture or key in ("hidden_dim", "num_layers", "num_heads"):
+            if from_recipe:
+                args.model_overrides[key] = value
+        else:
+            unused.append(key)
+    return unused
+
+
+def choose_preset(args, image_shape):
+    """`(preset, overrides, reason)` for data of `image_shape` `(H, W, C)`.
+
+    `--preset` wins (and `--recipe short`'s architecture keys with its preset);
+    otherwise `keras_mae.recipes.defaults.preset_for_images`.
+    """
+    if args.preset is not None:
+        reason = "--preset" if not getattr(args, "model_overrides", None) else "--recipe short"
+        return args.preset, dict(getattr(args, "model_overrides", {})), reason
+    name, overrides, reason = defaults.preset_for_images(image_shape)
+    return name, overrides, f"chosen for the data: {reason}"
+
+
+def describe_model(mae, preset, reason):
+    """One line: preset, image shape, patch grid and mask ratio of `mae`."""
+    rows, cols = mae.encoder.grid_size
+    patches = rows * cols
+    kept = patches - int(round(patches * mae.mask_ratio))
+    shape = "x".join(str(d) for d in mae.image_shape)
+    return (
+        f"model: {preset} ({reason}); images {shape}, patch {mae.patch_size}, "
+        f"grid {rows}x{cols} = {patches} patches, mask ratio {mae.mask_ratio:g} "
+        f"({kept} visible)"
+    )
+
+
+def rate_text(result):
+    """A probe result's base learning rate as printed: `1.6`, or with `auto` its
+    choice, e.g. `1.6 (chosen on held-out training images: 0.1 0.52, 0.4 0.61, ...)`."""
+    rate = result["base_learning_rate"]
+    scores = result.get("held_out_accuracy")
+    if not scores:
+        return f"{rate:g}" if isinstance(rate, float) else str(rate)
+    tried = ", ".join(f"{r:g} {a:.2f}" for r, a in scores.items())
+    return f"{rate:g}, chosen on held-out training images: {tried}"
+
+
+def schedule_notes(args, recipes):
+    """Notes on flags whose schedule cannot run as asked: warm-up not shorter than the run.
+
+    The recipes then warm up over the whole run (the learning rate reaches its
+    peak at the last step and never decays); the note says so and what to give.
+
+    Args:
+        args: the parsed flags (defaults filled).
+        recipes: `[(recipe, prefix)]` as for `resolve`.
+    """
+    notes = []
+    for _, prefix in recipes:
+        key = f"{prefix}_" if prefix else ""
+        epochs, warmup = (
+            getattr(args, key + "epochs", None),
+            getattr(args, key + "warmup_epochs", None),
+        )
+        if epochs and warmup is not None and warmup >= epochs:
+            name = flag(prefix, "")
+            notes.append(
+                f"note: {name}warmup-epochs {warmup:g} is not shorter than {name}epochs "
+                f"{epochs}: the whole run is warm-up (the learning rate reaches its peak "
+                f"at the last step and never decays). Give {name}warmup-epochs "
+                f"{max(epochs * 0.1, 0.1):g} (a tenth of the run) or more {name}epochs."
+            )
+    return notes
+
+
+def comparison_note(trained, random, epochs, what="linear probe"):
+    """A note when the pre-trained encoder scores below its random initialisation.
+
+    Returns None otherwise. Such a run is too short to judge the pre-training:
+    its features have moved from the random ones without yet becoming good.
+    """
+    if trained >= random:
+        return None
+    return (
+        f"note: the pre-trained encoder scores below its random initialisation in the "
+        f"{what} ({trained:.4f} vs {random:.4f}): {epochs} epochs of pre-training are "
+        "too few to judge it. Pre-train longer (--epochs; on the digits the default "
+        "100 epochs reach 0.96 against 0.88), or for a budget of minutes use "
+        "--recipe short."
+    )
 
 
 def add_run_arguments(parser, output_dir=None):
@@ -117,6 +299,13 @@ def add_pretrain_arguments(parser):
         "(default: 0, no limit); the checkpoint resumes it",
     )
     parser.add_argument(
+        "--continue-with-new-settings",
+        action="store_true",
+        help="go on from the checkpoint in --output-dir although it was written with "
+        "other settings (printing each change); without it such a re-run is refused "
+        "(default: off)",
+    )
+    parser.add_argument(
         "--image-every",
         type=int,
         default=10,
@@ -127,6 +316,12 @@ def add_pretrain_arguments(parser):
         default="float32",
         choices=["float32", "mixed_bfloat16", "mixed_float16"],
         help="Keras dtype policy (default: float32)",
+    )
+    parser.add_argument(
+        "--remat",
+        action="store_true",
+        help="activation checkpointing in every encoder and decoder block: less memory "
+        "per step, one more forward pass of the blocks, the same gradients (default: off)",
     )
 
 
@@ -153,11 +348,12 @@ def add_linear_probe_arguments(parser, prefix=""):
     )
     parser.add_argument(
         flag(prefix, "base-learning-rate"),
-        type=float,
+        type=learning_rate_or_auto,
         nargs="+",
         default=None,
         help=f"{what}base lr, lr = blr x batch / 256; several are each probed on the same "
-        "features; " + default_help("linear_probe", "base_learning_rate"),
+        "features; auto chooses on a held-out tenth of the training split; "
+        + default_help("linear_probe", "base_learning_rate"),
     )
     parser.add_argument(
         flag(prefix, "warmup-epochs"),
@@ -191,7 +387,11 @@ def add_finetune_arguments(parser, prefix=""):
 
     add("epochs", int, "epochs" + (" (0 skips fine-tuning)" if prefix else ""))
     add("batch-size", int, "batch size (official 1024)")
-    add("base-learning-rate", float, "base lr, lr = blr x batch / 256")
+    add(
+        "base-learning-rate",
+        float,
+        "base lr, lr = blr x batch / 256 (not swept: each try is a whole fine-tuning run)",
+    )
     add("warmup-epochs", float, "warmup epochs")
     add("weight-decay", float, "AdamW weight decay")
     add("layer-decay", float, "layer-wise lr decay (official ViT-L/H: 0.75)")

@@ -34,6 +34,8 @@ from keras_mae.data.statistics import max_pixel_value
 from keras_mae.layers.token_pooling import TokenPooling
 from keras_mae.models.mae_encoder import MAEEncoder
 from keras_mae.recipes.augmentation import image_augmentation
+from keras_mae.recipes.checks import name_damaged_files
+from keras_mae.recipes.checks import recipe_encoder
 from keras_mae.recipes.linear_probe import predict_with_labels
 from keras_mae.recipes.optimizers import layer_decay_optimizer
 from keras_mae.recipes.schedules import scaled_learning_rate
@@ -257,6 +259,7 @@ class AugmentedClassifier(keras.Model):
         return cls(**config)
 
 
+@name_damaged_files("train", "test")
 def finetune(
     encoder,
     train,
@@ -320,6 +323,7 @@ def finetune(
         to logits: for arrays an `AugmentedClassifier` taking raw images, whose
         `classifier` is the plain model) and `"history"`.
     """
+    encoder = recipe_encoder(encoder, train, test, augmentation, "finetune")
     in_memory = is_arrays(train)
     if in_memory != is_arrays(test):
         raise ValueError(
@@ -393,7 +397,12 @@ def finetune(
         warmup_epochs,
     )  # labels arrive smoothed (batch_transform)
     history = model.fit(
-        dataset, epochs=epochs, steps_per_epoch=steps, verbose=verbose, callbacks=callbacks
+        dataset,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        shuffle=False,  # the stream is shuffled already; Keras would warn
+        verbose=verbose,
+        callbacks=callbacks,
     )
     test_data = eval_dataset(test, image_size, batch_size, crop_fraction, mean=mean, std=std)
     return {"accuracy": top1(model, test_data), "model": model, "history": history.history}

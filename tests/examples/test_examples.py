@@ -129,12 +129,13 @@ def test_pretrain_and_evaluate_example_on_an_image_folder(tmp_path, capsys):
     assert results["probe random init cls"]["6.4"] >= 0.75
     grid = read_png(out / "reconstructions.png")
     assert grid.shape == (8 * (4 * 8 + 2) + 2, 3 * (4 * 8 + 2) + 2, 1)
-    # Row i, first column: held-out image i (files 20-23 of each class), 4x upscaled,
-    # back on its own 0-255 scale after normalisation and un-normalisation.
+    # Row i, first column: held-out image i (files 20-23 of each class, taken in
+    # turn from each class), 4x upscaled, back on its own 0-255 scale after
+    # normalisation and un-normalisation.
     held_out = [
         tmp_path / "data" / "train" / c / f"{i:02d}.png"
-        for c in ("dark", "light")
         for i in range(20, 24)
+        for c in ("dark", "light")
     ]
     for row, path in enumerate(held_out):
         tile = grid[2 + row * 34 : 2 + row * 34 + 32 : 4, 2:34:4, 0].astype(int)
@@ -231,6 +232,8 @@ def test_examples_share_one_vocabulary():
         "--data-dir",
         "--holdout-per-class",
         "--preset",
+        "--recipe",
+        "--crop-min-scale",
         "--distribution",
         "--encoder",
         "--crop-fraction",

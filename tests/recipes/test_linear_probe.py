@@ -184,3 +184,70 @@ def test_probe_rejects_mixed_or_misplaced_inputs():
         linear_probe(
             encoder, arrays, arrays, epochs=1, augmentation=keras.layers.Identity(), mean=(0.5,)
         )
+
+
+def clustered_features(count, seed, classes=4, dim=8):
+    """Features of `classes` well separated Gaussian clusters, labels in turn."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % classes
+    centres = np.random.default_rng(0).normal(size=(classes, dim)) * 3
+    return (centres[labels] + rng.normal(size=(count, dim))).astype("float32"), labels
+
+
+def test_held_out_split_takes_a_share_of_every_class():
+    from keras_mae.recipes.linear_probe import held_out_split
+
+    labels = np.repeat([0, 1, 2], [20, 10, 3])
+    train, held = held_out_split(labels, fraction=0.1, seed=0)
+    assert sorted(np.concatenate([train, held])) == list(range(len(labels)))
+    assert [int((labels[held] == c).sum()) for c in range(3)] == [2, 1, 1]
+    again = held_out_split(labels, fraction=0.1, seed=0)
+    np.testing.assert_array_equal(again[1], held)  # the same seed, the same split
+
+
+def test_probe_learning_rate_is_chosen_on_held_out_training_data():
+    from keras_mae.recipes.linear_probe import choose_base_learning_rate
+
+    features, labels = clustered_features(80, 0)
+    # LARS moves the head by lr x 0.001 of its norm per step: in 50 steps 0.1 leaves it
+    # where it started and 1e12 throws it about; 1e4 separates the four clusters.
+    rate, scores = choose_base_learning_rate(
+        features,
+        labels,
+        4,
+        rates=(0.1, 1e4, 1e12),
+        epochs=10,
+        batch_size=16,
+        warmup_epochs=1,
+        fraction=0.25,
+    )
+    assert rate == 1e4
+    assert list(scores) == [0.1, 1e4, 1e12]
+    assert scores[1e4] == 1.0 and scores[0.1] < 0.5 and scores[1e12] < 0.5
+
+
+def test_auto_probe_trains_the_chosen_rate_and_never_looks_at_test(monkeypatch):
+    import keras_mae.recipes.linear_probe as probe_module
+
+    monkeypatch.setattr(probe_module, "PROBE_BASE_LEARNING_RATES", (0.1, 100.0))
+    encoder = tiny_encoder()
+    train = separable_arrays(64, 0)
+    images, labels = separable_arrays(32, 1)
+    settings = dict(epochs=40, batch_size=16, warmup_epochs=2)  # blr "auto", the default
+    ours = linear_probe(encoder, train, (images, labels), **settings)
+    flipped = linear_probe(encoder, train, (images, 1 - labels), **settings)
+    scores = ours["held_out_accuracy"]
+    assert list(scores) == [0.1, 100.0]
+    best = max(scores.values())
+    assert ours["base_learning_rate"] == min(r for r, a in scores.items() if a == best)
+    # The test labels play no part: the same choice, the same scores, the same head
+    # (its test accuracy on flipped labels is the complement).
+    assert flipped["base_learning_rate"] == ours["base_learning_rate"]
+    assert flipped["held_out_accuracy"] == scores
+    assert abs(ours["accuracy"] + flipped["accuracy"] - 1.0) < 1e-6
+    alone = linear_probe(
+        encoder, train, (images, labels), base_learning_rate=ours["base_learning_rate"], **settings
+    )
+    assert alone["accuracy"] == ours["accuracy"]  # "auto" then trains exactly that rate
+    with pytest.raises(ValueError, match="'auto' alone"):
+        linear_probe(encoder, train, (images, labels), base_learning_rate=["auto", 0.1])
