@@ -37,4 +37,4 @@ from keras_mae.recipes import optimizers as _optimizers  # registers the optimiz
 from keras_mae.recipes import schedules as _schedules  # registers WarmupCosine
 from keras_mae.saving import load_model
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

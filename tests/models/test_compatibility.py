@@ -33,7 +33,7 @@ def release(request):
 
 
 def test_there_is_a_fixture_per_release():
-    assert "v0.1.0" in RELEASES
+    assert {"v0.1.0", "v0.2.0"} <= set(RELEASES)
 
 
 def test_masked_autoencoder_with_augmentation_reproduces(release):
