@@ -11,28 +11,15 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mae
 from keras_mae.recipes import callbacks as checkpoints
 from keras_mae.recipes.callbacks import CheckpointWriteError
 from keras_mae.recipes.callbacks import checkpoint_epoch
 from keras_mae.recipes.callbacks import restore_checkpoint
 from keras_mae.recipes.callbacks import save_checkpoint
 from keras_mae.recipes.pretrain import pretrain
+from tests.helpers.tiny import smallest_mae
 
-
-def tiny_mae(**overrides):
-    config = dict(
-        image_shape=(8, 8, 1),
-        patch_size=4,
-        hidden_dim=8,
-        num_layers=1,
-        num_heads=2,
-        decoder_hidden_dim=8,
-        decoder_num_layers=1,
-        decoder_num_heads=2,
-        seed=1,
-    )
-    return keras_mae.MaskedAutoencoder(**{**config, **overrides})
+tiny_mae = smallest_mae
 
 
 def images(count=32):

@@ -12,24 +12,13 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mae
+from tests.helpers.tiny import smallest_mae
 
 pytest.importorskip("tensorflow")
 Image = pytest.importorskip("PIL.Image")
 
 
-def tiny_mae():
-    return keras_mae.MaskedAutoencoder(
-        (8, 8, 1),
-        patch_size=4,
-        hidden_dim=8,
-        num_layers=1,
-        num_heads=2,
-        decoder_hidden_dim=8,
-        decoder_num_layers=1,
-        decoder_num_heads=2,
-        seed=1,
-    )
+tiny_mae = smallest_mae
 
 
 def damaged_jpeg():

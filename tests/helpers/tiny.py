@@ -72,3 +72,23 @@ def tiny_images(n=BATCH, seed=0, dtype="float32"):
 def tiny_noise(n=BATCH, seed=1):
     """`(n, 6)` masking noise: the `LEN_KEEP` smallest values of a row are kept."""
     return np.random.default_rng(seed).random((n, NUM_PATCHES)).astype("float32")
+
+
+# The smallest MAE that trains: 8x8 grey images, 4 patches of 4x4, one block each
+# side (the recipes' and fault tests' model; seed 1 fixes its masks).
+SMALLEST = dict(
+    image_shape=(8, 8, 1),
+    patch_size=4,
+    hidden_dim=8,
+    num_layers=1,
+    num_heads=2,
+    decoder_hidden_dim=8,
+    decoder_num_layers=1,
+    decoder_num_heads=2,
+    seed=1,
+)
+
+
+def smallest_mae(**overrides):
+    """`SMALLEST` as a MaskedAutoencoder, with `overrides` (e.g. `augmentation=`)."""
+    return keras_mae.MaskedAutoencoder(**{**SMALLEST, **overrides})

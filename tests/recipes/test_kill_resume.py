@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import keras_mae
+from tests.helpers.tiny import smallest_mae
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPOCHS = 3
@@ -166,18 +167,7 @@ def test_killed_pretraining_command_resumes_bit_identical(tmp_path):
 # In-process: the tf.data paths (an image folder, a tfds split) resume exactly too.
 
 
-def tiny_mae():
-    return keras_mae.MaskedAutoencoder(
-        (8, 8, 1),
-        patch_size=4,
-        hidden_dim=8,
-        num_layers=1,
-        num_heads=2,
-        decoder_hidden_dim=8,
-        decoder_num_layers=1,
-        decoder_num_heads=2,
-        seed=1,
-    )
+tiny_mae = smallest_mae
 
 
 class StopInEpoch(keras.callbacks.Callback):

@@ -7,27 +7,16 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mae
 from keras_mae.data import ArraySource
 from keras_mae.recipes.pretrain import pretrain
 from tests.conftest import to_numpy
+from tests.helpers.tiny import smallest_mae
 
 EPOCHS, BATCH = 3, 8
 
 
 def tiny_mae(augmentation=None):
-    return keras_mae.MaskedAutoencoder(
-        (8, 8, 1),
-        patch_size=4,
-        hidden_dim=8,
-        num_layers=1,
-        num_heads=2,
-        decoder_hidden_dim=8,
-        decoder_num_layers=1,
-        decoder_num_heads=2,
-        seed=1,
-        augmentation=augmentation,
-    )
+    return smallest_mae(augmentation=augmentation)
 
 
 def images(count=32):
