@@ -1,6 +1,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mae.kernels.concrete import is_concrete
@@ -82,13 +83,18 @@ def check_noise(noise, tokens):
             "row per image, e.g. keras.random.uniform((batch, L)), or leave noise=None "
             "to draw it from the layer's seed."
         )
-    if keras.backend.is_float_dtype(keras.backend.standardize_dtype(noise.dtype)):
-        bad = ops.sum(ops.cast(ops.logical_not(ops.isfinite(noise)), "int32"))
-        # Inside a traced step (even on constant noise, which JAX then stages)
-        # the count is symbolic: checked only when it has a value.
-        if is_concrete(bad) and int(bad):
+    float_noise = keras.backend.is_float_dtype(keras.backend.standardize_dtype(noise.dtype))
+    if float_noise and is_concrete(noise):  # a traced step adds no op and no host read
+        if isinstance(noise, np.ndarray):
+            bad = int(np.sum(~np.isfinite(noise)))
+        else:
+            bad = ops.sum(ops.cast(ops.logical_not(ops.isfinite(noise)), "int32"))
+            # JAX stages even operations on a constant inside a trace: the count
+            # is then symbolic, and checked only when it has a value.
+            bad = int(bad) if is_concrete(bad) else 0
+        if bad:
             raise ValueError(
-                f"noise holds {int(bad)} non-finite value(s) (NaN or inf) out of "
+                f"noise holds {bad} non-finite value(s) (NaN or inf) out of "
                 f"{shape[0] * shape[1]}: the mask would be arbitrary. Pass finite noise, "
                 "e.g. keras.random.uniform((batch, L)), or leave noise=None."
             )
