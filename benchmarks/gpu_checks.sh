@@ -64,10 +64,14 @@ if [[ -n "$cifar" ]]; then
 else
     echo "== cifar10: skipped, no CIFAR-10 folder given (second argument)" | tee -a "$out/summary.txt"
 fi
-# 3. JAX without the attention padding that enables cuDNN flash attention (the
+# 3. Host time and host waits of the torch step on the GPU (ViT-B depth, tiny widths):
+#    whether the host keeps the GPU queued, next to HF.
+step host_time 60 env KERAS_BACKEND=torch python3 benchmarks/host_time.py --rounds 4 --steps 20
+grep -h '^{' "$out/host_time.log" | tail -n 1 | tee -a "$out/summary.txt"
+# 4. JAX without the attention padding that enables cuDNN flash attention (the
 #    library pads to 64 by default there): what the padding buys.
 step vit_b16_nopad 60 $bench --impls jax --steps 8 --windows 3 --pad-attention none
-# 4. Memory: ViT-L/16 at batch 128 and ViT-H/14 at batch 64 in bf16 (JAX); already
+# 5. Memory: ViT-L/16 at batch 128 and ViT-H/14 at batch 64 in bf16 (JAX); already
 #    measured (BENCHMARKS.md), so only with MEMORY=1.
 [[ ${MEMORY:-0} == 1 ]] || { echo "total $(( $(date +%s) - start ))s" | tee -a "$out/summary.txt"; exit 0; }
 step vit_l16_b128 55 $bench --impls jax --steps 3 --windows 1 \

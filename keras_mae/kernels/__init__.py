@@ -17,6 +17,14 @@ that the chosen implementation equals the reference in values and gradients.
   the host time of `Layer.__call__`.
 - `scale_loss_for_replicas`: reference the loss as is; TensorFlow: divided by
   the `tf.distribute` replica count.
+- `uniform_noise`: reference `keras.random.uniform` from a `SeedGenerator`;
+  PyTorch: the same numbers without reading the seed state on the host.
+- `host_copy`: reference a read of the tensor when asked; PyTorch: a CPU
+  tensor read where it lies, a CUDA one copied to pinned memory behind the
+  step, its arrival asked without waiting (a per-batch check of the loss).
+- `train_step`: reference Keras' own `train_step`; PyTorch: the same step with
+  no host-device wait (the loss tracker and the Adam/AdamW update use no
+  Python number as a tensor).
 
 `KERAS_MAE_KERNELS=reference` in the environment (read at import) selects
 every reference instead, e.g. to rule a fast path out when chasing a numerical
@@ -31,13 +39,25 @@ from keras_mae.kernels.attention import check_attention_padding
 from keras_mae.kernels.attention import padded_attention
 from keras_mae.kernels.export import export
 from keras_mae.kernels.gelu import gelu
+from keras_mae.kernels.host_copy import host_copy
 from keras_mae.kernels.kernel import Kernel
 from keras_mae.kernels.kernel import references
 from keras_mae.kernels.layer_norm import layer_norm
+from keras_mae.kernels.noise import uniform_noise
 from keras_mae.kernels.replicas import scale_loss_for_replicas
 from keras_mae.kernels.sublayer import call_sublayer
+from keras_mae.kernels.train_step import train_step
 
-KERNELS = (attention, layer_norm, gelu, call_sublayer, scale_loss_for_replicas)
+KERNELS = (
+    attention,
+    layer_norm,
+    gelu,
+    call_sublayer,
+    scale_loss_for_replicas,
+    uniform_noise,
+    train_step,
+    host_copy,
+)
 
 __all__ = [
     "KERNELS",
@@ -47,8 +67,11 @@ __all__ = [
     "check_attention_padding",
     "export",
     "gelu",
+    "host_copy",
     "layer_norm",
     "padded_attention",
     "references",
     "scale_loss_for_replicas",
+    "train_step",
+    "uniform_noise",
 ]

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mae.kernels.concrete import is_concrete
+from keras_mae import kernels
+from keras_mae.kernels.concrete import host_values
 from keras_mae.layers.checks import check_seed
 
 
@@ -59,13 +60,35 @@ def check_mask_ratio(mask_ratio, num_patches=None, what="patch"):
     raise ValueError(f"mask_ratio={mask_ratio} {problem}; {advice}")
 
 
+def check_noise_values(noise):
+    """Refuse non-finite float `noise` whose values are in host memory.
+
+    Noise on an accelerator is not read (a blocking copy each step, see
+    `kernels.concrete.host_values`); `MaskedAutoencoder.fit` checks the noise
+    it is given before training starts.
+    """
+    if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(noise.dtype)):
+        return
+    values = host_values(noise)
+    if values is None:
+        return
+    bad = int(np.sum(~np.isfinite(values)))
+    if bad:
+        raise ValueError(
+            f"noise holds {bad} non-finite value(s) (NaN or inf) out of {values.size}: "
+            "the mask would be arbitrary. Pass finite noise, e.g. "
+            "keras.random.uniform((batch, L)), or leave noise=None."
+        )
+
+
 def check_noise(noise, tokens):
     """`noise` must be `(batch, L)` for tokens `(batch, L, dim)`, and finite.
 
     Shapes are compared where they are known (always eagerly and under JAX;
     a TensorFlow graph may leave the batch open, and then a reshape to
     `(batch, L)` fails at run time rather than broadcasting one mask over the
-    batch). Values are checked only on eager calls, where they are at hand.
+    batch). Values are checked where they are in host memory
+    (`check_noise_values`).
 
     Returns:
         `noise`, reshaped to `(batch, L)` where the batch is not static.
@@ -83,21 +106,7 @@ def check_noise(noise, tokens):
             "row per image, e.g. keras.random.uniform((batch, L)), or leave noise=None "
             "to draw it from the layer's seed."
         )
-    float_noise = keras.backend.is_float_dtype(keras.backend.standardize_dtype(noise.dtype))
-    if float_noise and is_concrete(noise):  # a traced step adds no op and no host read
-        if isinstance(noise, np.ndarray):
-            bad = int(np.sum(~np.isfinite(noise)))
-        else:
-            bad = ops.sum(ops.cast(ops.logical_not(ops.isfinite(noise)), "int32"))
-            # JAX stages even operations on a constant inside a trace: the count
-            # is then symbolic, and checked only when it has a value.
-            bad = int(bad) if is_concrete(bad) else 0
-        if bad:
-            raise ValueError(
-                f"noise holds {bad} non-finite value(s) (NaN or inf) out of "
-                f"{shape[0] * shape[1]}: the mask would be arbitrary. Pass finite noise, "
-                "e.g. keras.random.uniform((batch, L)), or leave noise=None."
-            )
+    check_noise_values(noise)
     if batch is None or shape[0] is None:
         noise = ops.reshape(noise, (ops.shape(tokens)[0], num_patches))
     return noise
@@ -155,9 +164,7 @@ class RandomMasking(keras.layers.Layer):
         check_mask_ratio(self.mask_ratio, num_patches, what="token")
         len_keep = num_kept(num_patches, self.mask_ratio)
         if noise is None:
-            noise = keras.random.uniform(
-                (ops.shape(tokens)[0], num_patches), seed=self.seed_generator
-            )
+            noise = kernels.uniform_noise((ops.shape(tokens)[0], num_patches), self.seed_generator)
         else:
             noise = check_noise(noise, tokens)
         ids_shuffle = ops.cast(ops.argsort(noise, axis=1), "int32")  # (B, L)

@@ -11,6 +11,7 @@ from keras_mae.layers.patching import patchify
 from keras_mae.layers.patching import unpatchify
 from keras_mae.layers.random_masking import RandomMasking
 from keras_mae.layers.random_masking import check_mask_ratio
+from keras_mae.layers.random_masking import check_noise_values
 from keras_mae.layers.random_masking import num_kept
 from keras_mae.models.base import PresetMixin
 from keras_mae.models.base import dtype_config
@@ -340,7 +341,10 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             )
 
     def check_data(self, data, name="x", method="fit"):
-        """Refuse empty or integer (un-normalised) data before `fit`/`evaluate` starts."""
+        """Refuse empty or integer (un-normalised) data, or non-finite noise,
+        before `fit`/`evaluate` starts."""
+        if isinstance(data, dict) and data.get("noise") is not None:
+            check_noise_values(data["noise"])
         images = data_images(data)
         if images is not None:
             shape, dtype = tuple(images.shape), images.dtype
@@ -425,6 +429,12 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         # Under tf.distribute each replica's gradients are summed: scale the loss
         # as Keras losses do, so the update equals one device's.
         return kernels.scale_loss_for_replicas(loss)
+
+    def train_step(self, *args):
+        """Keras' training step (JAX: `(state, data)`, the others: `(data)`);
+        under PyTorch one with no host-device wait (`keras_mae.kernels.train_step`:
+        the same numbers)."""
+        return kernels.train_step(self, *args)
 
     def reconstruct(self, images, noise=None):
         """Pictures of what the model sees and what it fills in.

@@ -35,6 +35,7 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_mae import kernels
 from keras_mae.data.host_rng import host_rng_state
 from keras_mae.data.host_rng import set_host_rng_state
 
@@ -336,22 +337,39 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stop training with a clear error the first time the loss is NaN or infinite.
 
     The epoch's checkpoint is not written, so a resumed run restarts from the
-    last finite epoch (after, say, lowering the learning rate).
+    last finite epoch (after, say, lowering the learning rate). Each batch's
+    loss is checked once it has reached the host (`kernels.host_copy`), never
+    by waiting for the device mid-epoch: on a GPU the error comes a step or
+    two after the batch it names, and at the latest at the epoch's end,
+    before any checkpoint callback listed after this one.
     """
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.pending = []
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise NonFiniteLossError(
-                f"the training loss became {float(loss)} at epoch {self.epoch + 1}, "
-                f"batch {batch + 1}; stopping. Lower the learning rate (or lengthen "
-                "warmup), check that the inputs are finite and normalised, or use "
-                "float32 instead of float16. The last checkpoint holds the last "
-                "finite epoch."
-            )
+        if loss is not None:
+            self.pending.append((batch, kernels.host_copy(loss)))
+        self.check(wait=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check(wait=True)
+
+    def check(self, wait):
+        while self.pending and (wait or self.pending[0][1].ready()):
+            batch, copy = self.pending.pop(0)
+            loss = float(copy.value())
+            if not math.isfinite(loss):
+                self.pending = []
+                raise NonFiniteLossError(
+                    f"the training loss became {loss} at epoch {self.epoch + 1}, "
+                    f"batch {batch + 1}; stopping. Lower the learning rate (or lengthen "
+                    "warmup), check that the inputs are finite and normalised, or use "
+                    "float32 instead of float16. The last checkpoint holds the last "
+                    "finite epoch."
+                )
 
 
 class ReconstructionImages(keras.callbacks.Callback):

@@ -59,12 +59,16 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.min_learning_rate = min_learning_rate
 
     def __call__(self, step):
+        # Python numbers meet tensors only through operators (`step * 2.0`),
+        # never as `ops` arguments, which PyTorch would upload to the device
+        # on every step (a blocking copy on a GPU).
         step = ops.cast(step, "float32")
         peak = self.peak_learning_rate
-        warm = ops.cast(self.warmup_steps, "float32")
-        warmup_lr = peak * step / ops.maximum(warm, 1.0)
+        warm = float(self.warmup_steps)
+        warmup_lr = peak * step / max(warm, 1.0)
         decay_steps = max(self.total_steps - self.warmup_steps, 1)
-        progress = ops.clip((step - warm) / decay_steps, 0.0, 1.0)
+        progress = (step - warm) / decay_steps
+        progress = ops.minimum(ops.relu(progress), ops.ones_like(progress))  # clip to [0, 1]
         cosine = self.min_learning_rate + (peak - self.min_learning_rate) * 0.5 * (
             1.0 + ops.cos(math.pi * progress)
         )
