@@ -1,4 +1,5 @@
 import functools
+import re
 
 import keras
 from keras import ops
@@ -7,6 +8,11 @@ from keras_mae.kernels.kernel import Kernel
 
 # cuDNN flash attention's sequence-length granule (JAX).
 FLASH_MULTIPLE = 64
+
+# The name scope of the JAX path, as it shows in an XLA op's `op_name`:
+# ".../block_0/attention/dot_general", or "transpose(jvp(attention))/..." when
+# the scope is the outermost one.
+PROFILE_SCOPE = re.compile(r"(^|[/(])attention[/)]")
 
 
 def check_attention_padding(padding):
@@ -89,9 +95,16 @@ def reference_attention(q, k, v, padding="auto"):
 
 
 def jax_attention(q, k, v, padding="auto"):
-    """The reference, with `"auto"` padding resolved by `auto_padding`."""
+    """The reference, with `"auto"` padding resolved by `auto_padding`.
+
+    Traced under the name scope `attention`, so that its XLA ops (and those
+    of its gradient) carry it in their HLO `op_name` (`PROFILE_SCOPE`) and a
+    profile can add them up (`benchmarks/profile_xla_cpu.py`); names change
+    nothing else.
+    """
     multiple = auto_padding(q.dtype) if padding == "auto" else padding
-    return unpadded_or_padded(q, k, v, multiple)
+    with keras.name_scope("attention"):
+        return unpadded_or_padded(q, k, v, multiple)
 
 
 attention = Kernel("attention", reference_attention, jax=jax_attention)

@@ -3,6 +3,8 @@ import math
 import keras
 from keras import ops
 
+from keras_mae import kernels
+
 TRIES = 10
 
 
@@ -164,8 +166,8 @@ class RandomResizedCrop(keras.layers.Layer):
             tensor; the box is `images[top:top + crop_height, left:left + crop_width]`.
         """
         area = float(image_height * image_width)
-        draws = keras.random.uniform(
-            (batch_size, 2 * TRIES + 2), seed=self.seed_generator
+        draws = kernels.uniform_noise(
+            (batch_size, 2 * TRIES + 2), self.seed_generator
         )  # (batch, 22)
         target_area = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * draws[:, :TRIES])
         log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])

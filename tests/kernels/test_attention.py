@@ -85,3 +85,20 @@ def test_attention_padding_rejects_bad_multiples(bad):
         keras_mae.ViTBlock(8, 2, attention_padding=bad)
     with pytest.raises(ValueError, match="attention_padding"):
         keras_mae.MaskedAutoencoder.from_preset("mae_vit_micro_patch2", attention_padding=bad)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX name stack")
+def test_jax_attention_ops_are_named_for_profiles():
+    # benchmarks/profile_xla_cpu.py adds up the ops named under the scope
+    # "attention" (".../attention/...", or "jvp(attention)/..." when outermost).
+    import jax
+
+    q = np.random.default_rng(0).standard_normal((2, 5, 2, 4)).astype("float32")
+
+    def loss(q):
+        return jax.numpy.sum(kernels.attention(q, q, q, None))
+
+    hlo = jax.jit(jax.grad(loss)).lower(q).as_text(debug_info=True)
+    named = [line for line in hlo.splitlines() if attention_module.PROFILE_SCOPE.search(line)]
+    assert any("dot_general" in line for line in named)
+    assert any("transpose(" in line for line in named)  # the gradient's ops too
