@@ -15,6 +15,13 @@ that the chosen implementation equals the reference in values and gradients.
   `erf` rather than `erfc`.
 - `call_sublayer`: reference `layer(x)`; PyTorch: `layer.call(x)`, skipping
   the host time of `Layer.__call__`.
+- `attention_branch`, `mlp_branch`: reference the `ViTBlock` branches written
+  with the kernels above; PyTorch: torch called directly on the sublayers'
+  variables (`F.layer_norm`, `torch.addmm`, `F.scaled_dot_product_attention`,
+  `F.gelu`), skipping the host time of 17 `keras.ops` calls per block.
+- `call_block`: reference `block(x, training=training)`; PyTorch: the block's
+  computation without `Layer.__call__` when the input is a tensor in the
+  compute dtype and `training` is explicit.
 - `scale_loss_for_replicas`: reference the loss as is; TensorFlow: divided by
   the `tf.distribute` replica count.
 - `uniform_noise`: reference `keras.random.uniform` from a `SeedGenerator`;
@@ -37,6 +44,9 @@ with the references, under PyTorch an ONNX file with a dynamic batch).
 from keras_mae.kernels.attention import attention
 from keras_mae.kernels.attention import check_attention_padding
 from keras_mae.kernels.attention import padded_attention
+from keras_mae.kernels.block import attention_branch
+from keras_mae.kernels.block import call_block
+from keras_mae.kernels.block import mlp_branch
 from keras_mae.kernels.export import export
 from keras_mae.kernels.gelu import gelu
 from keras_mae.kernels.host_copy import host_copy
@@ -53,6 +63,9 @@ KERNELS = (
     layer_norm,
     gelu,
     call_sublayer,
+    attention_branch,
+    mlp_branch,
+    call_block,
     scale_loss_for_replicas,
     uniform_noise,
     train_step,
@@ -63,12 +76,15 @@ __all__ = [
     "KERNELS",
     "Kernel",
     "attention",
+    "attention_branch",
+    "call_block",
     "call_sublayer",
     "check_attention_padding",
     "export",
     "gelu",
     "host_copy",
     "layer_norm",
+    "mlp_branch",
     "padded_attention",
     "references",
     "scale_loss_for_replicas",

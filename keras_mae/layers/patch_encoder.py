@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_mae import kernels
 from keras_mae.layers.patching import check_image_shape
 from keras_mae.layers.patching import patchify
 from keras_mae.layers.patching import sincos_position_table
@@ -73,7 +74,8 @@ class PatchEncoder(keras.layers.Layer):
                 f"received images of size {tuple(images.shape[1:3])}."
             )
         images = ops.cast(images, self.compute_dtype)
-        tokens = self.projection(patchify(images, self.patch_size))  # (B, L, D)
+        patches = patchify(images, self.patch_size)  # (B, L, p * p * C)
+        tokens = kernels.call_sublayer(self.projection, patches)  # (B, L, D)
         return tokens + ops.cast(self.position_embedding, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

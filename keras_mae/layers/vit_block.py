@@ -108,25 +108,11 @@ class ViTBlock(keras.layers.Layer):
 
     def attended(self, rows, tokens):
         """The attention branch, `Attention(LN(rows))`."""
-        return self.attention(kernels.layer_norm(self.norm1, rows), tokens)
+        return kernels.attention_branch(self, rows, tokens)
 
     def transformed(self, rows):
         """The MLP branch, `MLP(LN(rows))`."""
-        return self.mlp(kernels.layer_norm(self.norm2, rows))
-
-    def attention(self, rows, tokens):
-        qkv = kernels.call_sublayer(self.qkv, rows)  # (B * N, 3D)
-        qkv = ops.reshape(qkv, (-1, tokens, 3, self.num_heads, self.head_dim))
-        # One unstack rather than three slices: its gradient is a single stack,
-        # where each slice's gradient zero-fills a full qkv-sized tensor (torch).
-        q, k, v = ops.unstack(qkv, 3, axis=2)  # (B, N, heads, hd) each
-        out = kernels.attention(q, k, v, self.attention_padding)  # (B, N, heads, hd)
-        out = ops.reshape(out, (-1, self.hidden_dim))  # (B * N, D)
-        return kernels.call_sublayer(self.proj, out)
-
-    def mlp(self, rows):
-        hidden = kernels.gelu(kernels.call_sublayer(self.fc1, rows))  # (B * N, mlp_dim)
-        return kernels.call_sublayer(self.fc2, hidden)
+        return kernels.mlp_branch(self, rows)
 
     def drop_path(self, rows, tokens, training):
         if not training or self.drop_path_rate == 0:
@@ -134,7 +120,7 @@ class ViTBlock(keras.layers.Layer):
         keep = 1.0 - self.drop_path_rate
         samples = ops.reshape(rows, (-1, tokens, self.hidden_dim))
         shape = (ops.shape(samples)[0], 1, 1)
-        draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=rows.dtype)
+        draw = kernels.uniform_noise(shape, self.seed_generator, dtype=rows.dtype)
         kept = samples * ops.cast(draw < keep, rows.dtype) / keep
         return ops.reshape(kept, (-1, self.hidden_dim))
 

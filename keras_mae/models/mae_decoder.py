@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_mae import kernels
 from keras_mae.layers.checks import check_transformer
 from keras_mae.layers.patching import sincos_position_table
 from keras_mae.layers.vit_block import ViTBlock
@@ -121,7 +122,7 @@ class MAEDecoder(keras.layers.Layer):
         self.head.build(token_shape)
 
     def call(self, latent, ids_restore, training=None):
-        x = self.embed(latent)  # (B, 1 + K, Dd)
+        x = kernels.call_sublayer(self.embed, latent)  # (B, 1 + K, Dd)
         cls, visible = x[:, :1], x[:, 1:]
         num_removed = self.num_patches - visible.shape[1]
         mask_tokens = ops.broadcast_to(
@@ -133,9 +134,9 @@ class MAEDecoder(keras.layers.Layer):
         x = x + ops.cast(self.position_embedding, x.dtype)
         x = ops.concatenate([cls, x], axis=1)  # (B, 1 + L, Dd)
         for block in self.blocks:
-            x = block(x, training=training)
-        x = self.norm(x)[:, 1:]  # (B, L, Dd), cls dropped
-        return self.head(x)  # (B, L, patch_dim)
+            x = kernels.call_block(block, x, training)
+        x = kernels.layer_norm(self.norm, x)[:, 1:]  # (B, L, Dd), cls dropped
+        return kernels.call_sublayer(self.head, x)  # (B, L, patch_dim)
 
     def compute_output_shape(self, latent_shape, ids_restore_shape=None):
         return (latent_shape[0], self.num_patches, self.patch_dim)

@@ -15,7 +15,7 @@ from keras_mae.models.base import dtype_config
 def encode_tokens(tokens, class_token, blocks, norm, training=None):
     x = class_token(tokens)  # (B, 1 + K, D)
     for block in blocks:
-        x = block(x, training=training)
+        x = kernels.call_block(block, x, training)
     return norm(x)
 
 

@@ -130,7 +130,16 @@ def test_fast_paths_are_chosen_once_per_backend():
     expected = {
         "jax": {"attention", "layer_norm", "gelu"},
         "tensorflow": {"layer_norm", "gelu", "scale_loss_for_replicas"},
-        "torch": {"layer_norm", "call_sublayer", "uniform_noise", "train_step", "host_copy"},
+        "torch": {
+            "layer_norm",
+            "call_sublayer",
+            "attention_branch",
+            "mlp_branch",
+            "call_block",
+            "uniform_noise",
+            "train_step",
+            "host_copy",
+        },
     }[backend]
     assert chosen == expected
     assert all(k.backend == backend for k in kernels.KERNELS)
@@ -192,3 +201,37 @@ def test_gelu_is_exact_erf_gelu_with_its_derivative():
     np.testing.assert_allclose(to_numpy(kernels.gelu(x)), x64 * cdf, rtol=1e-6, atol=1e-6)
     (grad,) = function_grads(lambda t: ops.sum(kernels.gelu(t)), x, [])
     np.testing.assert_allclose(grad, cdf + x64 * pdf, rtol=1e-5, atol=1e-5)
+
+
+# === The ViT block's branches (keras_mae.kernels.block) ===
+
+
+def block_branch_case(branch):
+    """A ViT block's attention or MLP branch on `(batch * tokens, dim)` rows,
+    with the gradients of the branch's own sublayers' variables, or the whole
+    block (`call_block`) with all of its variables."""
+
+    def case(dtype="float32"):
+        import keras_mae
+
+        block = randomised(keras_mae.ViTBlock(12, 3, mlp_ratio=2.0, dtype=dtype), (None, 5, 12))
+        x = np.random.default_rng(1).normal(size=(2 * 5, 12))
+        if branch == "block":  # the whole block, on (batch, tokens, dim)
+            x = np.reshape(x, (2, 5, 12))
+            sublayers = (block,)
+            run = lambda f: lambda t: f(block, t, True)  # noqa: E731
+        elif branch == "attention":
+            sublayers = (block.norm1, block.qkv, block.proj)
+            run = lambda f: lambda t: f(block, t, 5)  # noqa: E731
+        else:
+            sublayers = (block.norm2, block.fc1, block.fc2)
+            run = lambda f: lambda t: f(block, t)  # noqa: E731
+        variables = [w for layer in sublayers for w in layer.trainable_weights]
+        return (lambda f: InScope(run(f), dtype=dtype)), x, variables
+
+    return case
+
+
+CASES["attention_branch"] = block_branch_case("attention")
+CASES["mlp_branch"] = block_branch_case("mlp")
+CASES["call_block"] = block_branch_case("block")
