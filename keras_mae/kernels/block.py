@@ -163,7 +163,7 @@ def torch_functions():
         return mlp_rows(block, rows, *cast_values(variables, rows.dtype))
 
     def call_block(block, x, training=None):
-        """`ViTBlock.call` in torch, without `Layer.__call__` where that changes nothing.
+        """`block.call(x, training)`, without `Layer.__call__` where that changes nothing.
 
         `Layer.__call__` converts the input to the compute dtype, resolves
         `training` from the calling layer, opens the autocast scope of a
@@ -187,19 +187,11 @@ def torch_functions():
         if attention is None or mlp is None:
             return reference_call_block(block, x, training)
         # The current autocast scope casts to the compute dtype or not at all
-        # (a mixed block called outside any layer): the casts below then give
-        # what the block's own scope would.
+        # (a mixed block called outside any layer): the branches' casts then
+        # give what the block's own scope would.
         if attention[0].value.dtype not in (x.dtype, dtypes.get(block.variable_dtype)):
             return reference_call_block(block, x, training)
-        tokens = x.shape[1]
-        rows = x.reshape(-1, block.hidden_dim)  # (B * N, D)
-        attended = lambda r: attention_branch(block, r, tokens)  # noqa: E731
-        transformed = lambda r: mlp_branch(block, r)  # noqa: E731
-        if block.remat:
-            attended, transformed = keras.remat(attended), keras.remat(transformed)
-        rows = rows + block.drop_path(attended(rows), tokens, training)
-        rows = rows + block.drop_path(transformed(rows), tokens, training)
-        return rows.view(-1, tokens, block.hidden_dim)  # (B, N, D)
+        return block.call(x, training=training)
 
     return attention_branch, mlp_branch, call_block
 

@@ -37,9 +37,9 @@ def device_constant(value, like):
 
 
 @functools.cache
-def torch_adam_classes():
-    """Keras' torch Adam and AdamW classes (the `_foreach` ones the backend swaps in)."""
-    return tuple(type(cls.__new__(cls)) for cls in (keras.optimizers.Adam, keras.optimizers.AdamW))
+def torch_adam_class():
+    """Keras' torch Adam class (the `_foreach` one the backend swaps in; AdamW derives from it)."""
+    return type(keras.optimizers.Adam.__new__(keras.optimizers.Adam))
 
 
 def has_fast_update(optimizer):
@@ -49,7 +49,7 @@ def has_fast_update(optimizer):
     gradient accumulation, clipping, loss scaling, EMA or variable
     constraints, already built.
     """
-    adam = torch_adam_classes()[0]
+    adam = torch_adam_class()
     kind = type(optimizer)
     return (
         isinstance(optimizer, adam)
