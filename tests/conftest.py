@@ -9,9 +9,26 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
-    keras.utils.clear_session()
+    # Fresh layer names and seeds for every test. free_memory=False: no full
+    # garbage collection per test (0.4-0.6 s each with three frameworks loaded);
+    # Python's own collector still frees what earlier tests left behind.
+    keras.utils.clear_session(free_memory=False)
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `serial` share one pytest-xdist group, so that under
+    `--dist loadgroup` (tests/run.sh) they run one at a time on one worker: they
+    start processes of their own or time their own phases. Runs before xdist
+    reads the groups. Tests marked `slow` are skipped unless KERAS_MAE_SLOW=1."""
+    slow = pytest.mark.skip(reason="a ViT-B-sized case (a minute or more); set KERAS_MAE_SLOW=1")
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            item.add_marker(pytest.mark.xdist_group("serial"))
+        if item.get_closest_marker("slow") is not None and not os.environ.get("KERAS_MAE_SLOW"):
+            item.add_marker(slow)
 
 
 def to_numpy(x):

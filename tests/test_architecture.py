@@ -10,6 +10,10 @@ about which backend runs) only in `kernels/`, `data/`, `distribute/` and
 import ast
 import os
 
+import pytest
+
+pytestmark = pytest.mark.backend_free
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "keras_mae")
 

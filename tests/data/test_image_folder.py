@@ -9,6 +9,8 @@ from keras_mae.data.image_folder import split_per_class
 
 Image = pytest.importorskip("PIL.Image")
 
+pytestmark = pytest.mark.backend_free
+
 
 def write_images(root, split, classes, count, size=(6, 5), mode="RGB", seed=0):
     """Random PNGs (lossless, so the decoded pixels are known); returns them by path."""
