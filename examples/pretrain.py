@@ -13,7 +13,7 @@ cores with JAX; `tensorflow` and `torch` work the same way) and writes to
     reconstructions.png     held-out digits: original | masked | reconstruction
     checkpoint/             the last completed epoch: the same command resumes
 
-It prints the pre-training run, then the official linear probe (LARS,
+It prints the pre-training run, then (unless `--probe-epochs 0`) the official linear probe (LARS,
 BatchNorm without affine + linear head, 90 epochs, cached features) on
 held-out digits, for the pre-trained encoder next to the same encoder randomly
 initialised (JAX; other backends differ in the last digits):
@@ -210,6 +210,8 @@ def main(argv=None):
         return
     save_reconstruction_grid(mae, held_out, png_path, scale=8)
     print(f"saved {args.output_dir}/mae.keras, {encoder_path} and {png_path}")
+    if not args.probe_epochs:  # --probe-epochs 0: pre-training alone
+        return
 
     # The digits MAE regresses raw [0, 1] pixels: the probe normalises nothing either.
     probe = dict(

@@ -194,33 +194,34 @@ def main(argv=None):
             json.dump(results, f, indent=1, default=float)
 
     for name, encoder in encoders.items():
-        probes = linear_probe(
-            encoder,
-            train,
-            test,
-            pooling=args.probe_pooling,
-            epochs=args.probe_epochs,
-            batch_size=args.probe_batch_size,
-            base_learning_rate=args.probe_base_learning_rate,
-            warmup_epochs=args.probe_warmup_epochs,
-            mean=mean,
-            std=std,
-            seed=args.seed,
-        )
-        for pooling in args.probe_pooling:
-            mine = [p for p in probes if p["pooling"] == pooling]
-            accuracies = {str(p["base_learning_rate"]): p["accuracy"] for p in mine}
-            print(
-                f"linear probe ({name}, {pooling}): "
-                + ", ".join(f"blr {arguments.rate_text(p)}: {p['accuracy']:.4f}" for p in mine),
-                flush=True,
+        if args.probe_epochs:  # 0: no probe
+            probes = linear_probe(
+                encoder,
+                train,
+                test,
+                pooling=args.probe_pooling,
+                epochs=args.probe_epochs,
+                batch_size=args.probe_batch_size,
+                base_learning_rate=args.probe_base_learning_rate,
+                warmup_epochs=args.probe_warmup_epochs,
+                mean=mean,
+                std=std,
+                seed=args.seed,
             )
-            results[f"probe {name} {pooling}"] = accuracies
-            for p in mine:
-                if "held_out_accuracy" in p:
-                    results[f"probe {name} {pooling} held-out"] = {
-                        str(rate): score for rate, score in p["held_out_accuracy"].items()
-                    }
+            for pooling in args.probe_pooling:
+                mine = [p for p in probes if p["pooling"] == pooling]
+                accuracies = {str(p["base_learning_rate"]): p["accuracy"] for p in mine}
+                print(
+                    f"linear probe ({name}, {pooling}): "
+                    + ", ".join(f"blr {arguments.rate_text(p)}: {p['accuracy']:.4f}" for p in mine),
+                    flush=True,
+                )
+                results[f"probe {name} {pooling}"] = accuracies
+                for p in mine:
+                    if "held_out_accuracy" in p:
+                        results[f"probe {name} {pooling} held-out"] = {
+                            str(rate): score for rate, score in p["held_out_accuracy"].items()
+                        }
         save()
         if args.finetune_epochs:
             keras.utils.set_random_seed(args.seed)

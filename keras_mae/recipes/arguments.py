@@ -338,7 +338,10 @@ def add_linear_probe_arguments(parser, prefix=""):
         flag(prefix, "epochs"),
         type=int,
         default=None,
-        help=f"{what}epochs; " + default_help("linear_probe", "epochs"),
+        help=f"{what}epochs"
+        + (" (0 skips the probe)" if prefix else "")
+        + "; "
+        + default_help("linear_probe", "epochs"),
     )
     parser.add_argument(
         flag(prefix, "batch-size"),
