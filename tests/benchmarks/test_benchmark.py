@@ -106,7 +106,7 @@ class FakeWorker:
         pass
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one backend is enough")
+@pytest.mark.backend_free
 @pytest.mark.parametrize("schedule", ["interleaved", "sequential"])
 def test_schedules_order_the_turns_and_survive_a_failing_worker(schedule, monkeypatch, capsys):
     train_step = import_train_step()
@@ -126,7 +126,7 @@ def test_schedules_order_the_turns_and_survive_a_failing_worker(schedule, monkey
     assert FakeWorker.log == expected
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="pure Python: one backend is enough")
+@pytest.mark.backend_free
 def test_benchmark_flop_count_matches_reference_table():
     # Training GFLOP per image at 75% masking, 224 px, counted by hand from the
     # official architectures: 2 FLOPs per multiply-add, matmuls only (attention

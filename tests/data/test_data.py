@@ -37,6 +37,7 @@ def write_folder(root):
     return root
 
 
+@pytest.mark.backend_free
 def test_random_resized_crop_box_follows_the_official_ranges():
     areas, ratios = [], []
     for i in range(200):
@@ -55,6 +56,7 @@ def test_random_resized_crop_box_follows_the_official_ranges():
     assert areas.mean() == pytest.approx(0.55, abs=0.1)  # uniform area in [0.2, 1]
 
 
+@pytest.mark.backend_free
 def test_random_resized_crop_box_falls_back_to_centre_crop():
     # A 4x100 strip: no box of aspect ratio in [3/4, 4/3] and area >= 20% fits.
     top, left, h, w = (
@@ -63,6 +65,7 @@ def test_random_resized_crop_box_falls_back_to_centre_crop():
     assert (h, w) == (4, 5) and (top, left) == (0, 47)  # ratio clamped to 4/3
 
 
+@pytest.mark.backend_free
 def test_random_resized_crop_is_stateless_and_identity_at_full_scale():
     image = tf.random.stateless_uniform((8, 8, 3), seed=[0, 0])
     seed = tf.constant([3, 4], tf.int64)
@@ -211,6 +214,7 @@ def test_finetune_augmentations_are_deterministic_in_parallel_maps_and_on_resume
     assert np.any((labels > 0.06) & (labels < 0.94))
 
 
+@pytest.mark.backend_free
 def test_epoch_batches_are_a_function_of_seed_and_epoch():
     from keras_mae.data.arrays import EpochBatches
     from keras_mae.data.arrays import epoch_order

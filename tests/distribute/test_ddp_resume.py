@@ -150,6 +150,7 @@ def checkpoint_arrays(output_dir):
         return {name: arrays[name] for name in arrays.files}
 
 
+@pytest.mark.serial
 def test_ddp_pretraining_runs_callbacks_and_resumes_bit_identically(tmp_path):
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
     epoch, step = random.randint(1, EPOCHS - 1), random.randint(1, STEPS - 2)

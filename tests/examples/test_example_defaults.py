@@ -27,6 +27,7 @@ from tests.examples.test_examples import read_png
 FILL, LINE = round(MASK_FILL * 255), round(MASK_LINE * 255)
 
 
+@pytest.mark.backend_free
 def test_the_image_shape_chooses_the_preset():
     assert preset_for_images((32, 32, 3)) == (
         "mae_vit_tiny_patch4",
@@ -53,6 +54,7 @@ def test_the_image_shape_chooses_the_preset():
     assert "mae_vit_micro_patch2" not in message  # a grey preset does not fit RGB
 
 
+@pytest.mark.backend_free
 def test_preset_flag_and_short_recipe_fill_only_what_was_not_given():
     pretrain = load_example("pretrain")
     args = pretrain.parse_args(["--dataset", "folder:x"])
@@ -77,6 +79,7 @@ def test_preset_flag_and_short_recipe_fill_only_what_was_not_given():
     assert evaluate.parse_args(["--dataset", "folder:x"]).crop_min_scale == 0.2
 
 
+@pytest.mark.backend_free
 def test_notes_for_runs_too_short_to_judge():
     pretrain = load_example("pretrain")
     args = pretrain.parse_args(["--epochs", "3", "--warmup-epochs", "5", "--probe-epochs", "20"])
@@ -93,6 +96,7 @@ def test_notes_for_runs_too_short_to_judge():
     assert "3 epochs of pre-training are too few" in note and "--recipe short" in note
 
 
+@pytest.mark.backend_free
 def test_every_flag_of_every_example_shows_help_and_default_in_help_output():
     for name in EXAMPLES:
         parser = load_example(name).build_parser()
@@ -115,6 +119,7 @@ def test_every_flag_of_every_example_shows_help_and_default_in_help_output():
         load_example(name).parse_args(REQUIRED.get(name, []))
 
 
+@pytest.mark.backend_free
 def test_spread_over_classes_takes_each_class_in_turn():
     labels = np.repeat([0, 1, 2], [5, 2, 4])  # stored in class order
     np.testing.assert_array_equal(spread_over_classes(labels, 8), [0, 5, 7, 1, 6, 8, 2, 9])

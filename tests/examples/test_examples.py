@@ -35,6 +35,7 @@ def read_png(path):
     return rows[:, 1:].reshape(height, width, channels)
 
 
+@pytest.mark.backend_free
 def test_write_png_roundtrip(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
     write_png(tmp_path / "a.png", image)
@@ -65,6 +66,7 @@ def test_pretrain_example_end_to_end_quick(tmp_path, capsys):
     )
 
 
+@pytest.mark.backend_free
 def test_pretrain_example_rejects_unknown_dataset():
     pretrain = load_example("pretrain")
     with pytest.raises(SystemExit):
@@ -198,6 +200,7 @@ RECIPES = {
 }
 
 
+@pytest.mark.backend_free
 def test_examples_share_one_vocabulary():
     flags = {name: example_flags(name) for name in EXAMPLES}
     retired = {"--learning-rate", "--blr", "--data", "--probe-blr", "--finetune-blr"}
@@ -245,6 +248,7 @@ def test_examples_share_one_vocabulary():
     }
 
 
+@pytest.mark.backend_free
 @pytest.mark.parametrize("dataset", ["digits", "folder:images"])
 def test_examples_fill_the_recipe_defaults_of_the_dataset(dataset):
     import inspect

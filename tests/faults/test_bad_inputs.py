@@ -314,6 +314,7 @@ def corrupt_files():
     }
 
 
+@pytest.mark.backend_free
 @pytest.mark.parametrize("name", sorted(corrupt_files()))
 def test_a_corrupt_file_is_named_when_the_folder_is_listed(image_folder, name):
     data, reason = corrupt_files()[name]
@@ -340,6 +341,7 @@ def test_a_corrupt_file_is_named_when_the_folder_is_listed(image_folder, name):
     assert files == {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.backend_free
 def test_many_corrupt_files_are_counted_and_the_first_ones_named(image_folder):
     for i in range(7):
         (image_folder / "train" / "a" / f"bad{i}.jpg").write_bytes(b"")
@@ -348,6 +350,7 @@ def test_many_corrupt_files_are_counted_and_the_first_ones_named(image_folder):
     assert "bad0.jpg" in str(error.value) and "(and 2 more)" in str(error.value)
 
 
+@pytest.mark.backend_free
 def test_damage_inside_a_file_needs_the_full_decode(image_folder):
     # Signature and end intact, the middle overwritten: the fast check lets it
     # through (TensorFlow may then fail on it mid-epoch); check="decode" names it.
@@ -364,6 +367,7 @@ def test_damage_inside_a_file_needs_the_full_decode(image_folder):
         check_image_files(paths, check="full")
 
 
+@pytest.mark.backend_free
 def test_good_files_with_a_misleading_extension_or_trailing_bytes_pass(image_folder):
     pixels = np.random.default_rng(3).integers(0, 256, (16, 16, 3)).astype("uint8")
     folder = image_folder / "train" / "a"

@@ -136,7 +136,7 @@ def test_a_failed_model_save_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def run(directory, **overrides):
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     keras.utils.set_random_seed(0)
     settings = dict(epochs=2, batch_size=8, base_learning_rate=0.32, warmup_epochs=1)
     settings.update(overrides)

@@ -72,6 +72,7 @@ def run_workers(mode, workdir):
     return {b: dict(np.load(workdir / f"{mode}_{b}.npz")) for b in BACKENDS}
 
 
+@pytest.mark.serial
 def test_backends_agree_and_read_each_others_files(tmp_path):
     model = keras_mae.MaskedAutoencoder(**CONFIG)
     rng = np.random.default_rng(0)

@@ -105,6 +105,7 @@ OFFICIAL = {
 }
 
 
+@pytest.mark.backend_free
 @pytest.mark.parametrize("name", ["mae_vit_base_patch16"])
 def test_official_preset_parameter_counts(name):
     mae = keras_mae.MaskedAutoencoder.from_preset(name)
@@ -113,7 +114,7 @@ def test_official_preset_parameter_counts(name):
     assert (total, encoder) == OFFICIAL[name]
 
 
-@pytest.mark.slow
+@pytest.mark.backend_free
 @pytest.mark.parametrize("name", ["mae_vit_large_patch16", "mae_vit_huge_patch14"])
 def test_large_official_preset_parameter_counts(name):
     test_official_preset_parameter_counts(name)

@@ -11,8 +11,6 @@ agree with a plain-torch forward pass that reads the official layout directly
 Runs in-process on every backend (torch is a test dependency everywhere).
 """
 
-import os
-
 import numpy as np
 import pytest
 
@@ -154,10 +152,6 @@ def test_resampled_positions_match_hugging_face_interpolation(hf_model, checkpoi
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("KERAS_MAE_SLOW"),
-    reason="ViT-B/16-sized conversion (a minute or more on CPU); set KERAS_MAE_SLOW=1",
-)
 def test_vit_base_conversion_matches_hugging_face(tmp_path):
     """The official ViT-B/16 architecture, HF initialisation + 0.02 noise.
 

@@ -111,6 +111,7 @@ def assert_bit_identical(got, want, context):
     )
 
 
+@pytest.mark.serial
 def test_killed_pretraining_command_resumes_bit_identical(tmp_path):
     assert keras_mae  # registers the classes mae.keras needs
     reference_dir = tmp_path / "reference"
@@ -188,7 +189,7 @@ class StopInEpoch(keras.callbacks.Callback):
 def pretrain_state(directory, source, callbacks=None):
     from keras_mae.recipes.pretrain import pretrain
 
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     keras.utils.set_random_seed(0)
     mae = tiny_mae()
     pretrain(

@@ -64,7 +64,7 @@ def test_pretrain_resumes_where_an_interrupted_run_stopped(tmp_path):
     assert full["peak_learning_rate"] == pytest.approx(0.32 * BATCH / 256)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "resumed", source, callbacks=[StopAfterEpoch(1)])
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     resumed, summary = run(tmp_path / "resumed", source)
     assert (summary["initial_epoch"], summary["epochs"]) == (2, 3)
     assert len(summary["history"]["loss"]) == 1
@@ -86,7 +86,7 @@ def test_pretrain_on_arrays_continues_weights_optimizer_and_schedule(tmp_path):
     _, first = run(tmp_path, x, epochs=2)
     assert (first["initial_epoch"], first["epochs"]) == (0, 2)
     assert first["last_loss"] < first["first_loss"]
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     mae, second = run(tmp_path, x, epochs=EPOCHS, allow_new_settings=True)  # 2 -> 3 epochs
     assert (second["initial_epoch"], second["epochs"]) == (2, 3)
     assert int(to_numpy(mae.optimizer.iterations)) == 3 * 4

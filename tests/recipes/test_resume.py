@@ -159,7 +159,7 @@ def test_restore_continues_exactly_in_process(tmp_path, reference):
             run(str(tmp_path / "resumed"))
     finally:
         keras.Model.fit = original_fit
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     resumed = run(str(tmp_path / "resumed"))
     assert int(resumed["initial_epoch"]) == 2
     assert int(resumed["iterations"]) == int(reference["iterations"])

@@ -17,6 +17,7 @@ def official_lr(epoch, peak, warmup_epochs, epochs, min_lr=0.0):
     )
 
 
+@pytest.mark.backend_free
 def test_scaling_rule():
     assert scaled_learning_rate(1.5e-4, 4096) == pytest.approx(2.4e-3)
     assert scaled_learning_rate(0.1, 256) == pytest.approx(0.1)

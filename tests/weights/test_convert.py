@@ -102,6 +102,7 @@ def assert_unchanged(model, before):
         np.testing.assert_array_equal(to_numpy(value), old)
 
 
+@pytest.mark.backend_free
 @pytest.mark.parametrize("source, target", [(4, 6), (14, 10), (14, 16), (7, 3), (5, 5)])
 def test_position_resampling_matches_torch_bicubic(source, target):
     table = np.random.default_rng(0).standard_normal((source * source, 8)).astype("float32")
@@ -356,10 +357,7 @@ def test_command_line_writes_a_loadable_model(tmp_path, capsys):
     assert os.path.getsize(encoder_out) > 0
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="a subprocess check, run once (from the JAX pass)",
-)
+@pytest.mark.backend_free
 def test_import_and_help_need_no_torch():
     # torch cannot be imported at all in the child; keras_mae must not need it.
     code = "\n".join(

@@ -120,6 +120,7 @@ def test_encoder_matches_transformers_vit_mae_model(tmp_path):
     assert_same_weights(encoder, back)
 
 
+@pytest.mark.backend_free
 def test_key_maps_are_inverses():
     hf_model = oracle.random_hf_model(seed=2)
     hub_names = oracle.numpy_state_dict(hf_model)
