@@ -2,8 +2,8 @@
 
 `keras_mae.recipes.pretrain` runs through `runner.start("ddp")` in 2 gloo
 processes on CPU, started as torchrun starts them (`MASTER_ADDR`,
-`MASTER_PORT`, `RANK`, `WORLD_SIZE`, `LOCAL_RANK`), on a tiny MAE for 3 epochs
-of 6 steps (tests/helpers/distributed_resume_worker.py):
+`MASTER_PORT`, `RANK`, `WORLD_SIZE`, `LOCAL_RANK`), on the smallest MAE for 3
+epochs of 6 steps (tests/helpers/distributed_resume_worker.py):
 
 - an uninterrupted run: every callback event reaches both ranks with the same
   all-reduced losses, rank 0 alone writes the checkpoint (once per epoch, in
@@ -35,9 +35,12 @@ WORKER = os.path.join(ROOT, "tests", "helpers", "distributed_resume_worker.py")
 EPOCHS, STEPS = 3, 6  # the worker's
 TIMEOUT = 600  # seconds per launch; far more than an idle 2-core machine needs
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "torch", reason="the DDP loop runs on the torch backend"
-)
+pytestmark = [
+    pytest.mark.serial,
+    pytest.mark.skipif(
+        keras.backend.backend() != "torch", reason="the DDP loop runs on the torch backend"
+    ),
+]
 
 
 def free_ports(count):

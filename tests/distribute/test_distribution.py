@@ -47,6 +47,7 @@ def assert_matches_single_device(single_losses, result):
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="runs from the JAX pass only")
+@pytest.mark.serial
 def test_jax_data_and_model_parallel_match_one_device():
     result = run_check(
         [sys.executable, "tests/helpers/distributed_jax_check.py"],
@@ -67,6 +68,7 @@ def test_jax_data_and_model_parallel_match_one_device():
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="runs from the TensorFlow pass only")
+@pytest.mark.serial
 def test_tf_mirrored_strategy_matches_one_device():
     result = run_check([sys.executable, "tests/helpers/distributed_tf_check.py"], "tensorflow")
     assert result["replicas"] == 2
@@ -74,6 +76,7 @@ def test_tf_mirrored_strategy_matches_one_device():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="runs from the torch pass only")
+@pytest.mark.serial
 def test_torch_ddp_matches_one_process():
     result = run_check(
         [

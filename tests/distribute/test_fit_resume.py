@@ -19,9 +19,20 @@ import pytest
 from tests.distribute.test_distribution import run_check
 
 BACKEND = keras.backend.backend()
-DEVICE_FLAGS = {"jax": {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}}
 
 
+def check_env(tmp_path):
+    """2 host devices under JAX, and its persistent cache: the three runs compile the same steps."""
+    if BACKEND != "jax":
+        return None
+    return {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "compilation_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+
+
+@pytest.mark.serial
 @pytest.mark.skipif(
     BACKEND not in ("jax", "tensorflow"),
     reason="keras.distribution (JAX) and tf.distribute train through fit; torch has "
@@ -31,7 +42,7 @@ def test_distributed_fit_resumes_bit_identically(tmp_path):
     result = run_check(
         [sys.executable, "tests/helpers/distributed_fit_resume_check.py", str(tmp_path)],
         BACKEND,
-        DEVICE_FLAGS.get(BACKEND),
+        check_env(tmp_path),
     )
     assert result["replicas"] == 2
     steps = 6  # 48 images, global batch 8

@@ -6,6 +6,7 @@ settings are refused before any work."""
 import errno
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -20,6 +21,8 @@ from keras_mae.recipes.pretrain import pretrain
 from tests.helpers.tiny import smallest_mae
 
 tiny_mae = smallest_mae
+# The re-run tests copy one first run (a module-scoped fixture).
+pytestmark = pytest.mark.xdist_group("test_checkpoint_faults")
 
 
 def images(count=32):
@@ -144,8 +147,20 @@ def run(directory, **overrides):
     return pretrain(model, images(), output_dir=str(directory), verbose=0, **settings)
 
 
-def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, monkeypatch):
-    run(tmp_path)
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The output directory of one `run()` (2 epochs at batch 8); tests copy it."""
+    directory = tmp_path_factory.mktemp("first_run")
+    run(directory)
+    return directory
+
+
+def copy_run(first_run, directory):
+    shutil.copytree(first_run, directory, dirs_exist_ok=True)
+
+
+def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, first_run):
+    copy_run(first_run, tmp_path)
     saved = (tmp_path / "mae.keras").read_bytes()
     checkpoint = (tmp_path / "checkpoint" / "variables.npz").read_bytes()
     with pytest.raises(ValueError) as raised:
@@ -169,9 +184,8 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, monkey
         run(tmp_path, model=tiny_mae(hidden_dim=16))
 
 
-def test_continue_with_new_settings_says_what_changes(tmp_path, capsys):
-    run(tmp_path)
-    capsys.readouterr()
+def test_continue_with_new_settings_says_what_changes(tmp_path, capsys, first_run):
+    copy_run(first_run, tmp_path)
     summary = run(tmp_path, epochs=4, batch_size=16, allow_new_settings=True)
     printed = capsys.readouterr().out
     assert "continuing the checkpoint" in printed

@@ -26,7 +26,7 @@ TINY = dict(
     image_shape=(8, 8, 1),
     patch_size=4,
     hidden_dim=8,
-    num_layers=2,
+    num_layers=1,
     num_heads=2,
     decoder_hidden_dim=8,
     decoder_num_layers=1,
@@ -63,7 +63,7 @@ def probe_model():
 def classifier_model():
     """As `finetune` on sources compiles it: layer-decay AdamW, smoothed cross-entropy."""
     model = finetune.build_classifier(keras_mae.MAEEncoder(**ENCODER), 3, drop_path_rate=0.0)
-    finetune.compile_classifier(model, 2, 4, 2, 4, 5e-1, 0.65, 0.05, 1, label_smoothing=0.1)
+    finetune.compile_classifier(model, 1, 4, 2, 4, 5e-1, 0.65, 0.05, 1, label_smoothing=0.1)
     images, labels = batch()
     return model, (images, np.eye(3, dtype="float32")[labels])
 
@@ -72,7 +72,7 @@ def augmented_classifier_model():
     """As `finetune` on arrays compiles it: `AugmentedClassifier` (no random parts here)."""
     classifier = finetune.build_classifier(keras_mae.MAEEncoder(**ENCODER), 3, drop_path_rate=0.0)
     model = finetune.AugmentedClassifier(classifier, 3, label_smoothing=0.1, seed=2)
-    model.compile(optimizer=finetune.finetuning_optimizer(model, 2, 4, 2, 4, 5e-1, 0.65, 0.05, 1))
+    model.compile(optimizer=finetune.finetuning_optimizer(model, 1, 4, 2, 4, 5e-1, 0.65, 0.05, 1))
     images, labels = batch()
     return model, ({"images": images, "labels": labels},)
 

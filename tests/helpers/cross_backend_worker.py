@@ -1,20 +1,22 @@
 """One backend's side of the cross-backend consistency test (test code).
 
-    KERAS_BACKEND=torch python tests/helpers/cross_backend_worker.py compute WORKDIR
-    KERAS_BACKEND=torch python tests/helpers/cross_backend_worker.py load WORKDIR
+    KERAS_BACKEND=torch python tests/helpers/cross_backend_worker.py WORKDIR
 
 WORKDIR holds `config.json` (MaskedAutoencoder arguments),
-`reference.weights.h5` and `inputs.npz` (images, noise).
+`reference.weights.h5` and `inputs.npz` (images, noise). One process does both
+steps, so that each backend starts once:
 
-`compute` builds the model, loads the weights, and writes
-`compute_<backend>.npz`: pred, mask, latent, loss, the encoder's tokens on the
-unmasked images, and every trainable variable's gradient (this backend's own
-autodiff), then saves the model as `model_<backend>.keras`.
-
-`load` loads every `model_*.keras` in WORKDIR (saved by any backend) and the
-reference weights, runs each on the same inputs the same way, and writes
-`load_<backend>.npz` with `<source>/pred`, `<source>/tokens`, `<source>/loss`
-and `<source>/max_weight_diff` (against the reference weights).
+1. `compute` builds the model, loads the weights, and writes
+   `compute_<backend>.npz`: pred, mask, latent, loss, the encoder's tokens on
+   the unmasked images, and every trainable variable's gradient (this
+   backend's own autodiff), then saves the model as `model_<backend>.keras`.
+   The process then prints `computed` and waits for a line on stdin: the
+   driver sends it once every backend has saved its model.
+2. `load` loads every `model_*.keras` in WORKDIR (saved by any backend) next to
+   the reference model, runs each on the same inputs the same way, and writes
+   `load_<backend>.npz` with `<source>/pred`, `<source>/tokens`,
+   `<source>/loss`, `<source>/class` and `<source>/max_weight_diff` (against
+   the reference weights).
 """
 
 import glob
@@ -31,6 +33,8 @@ import numpy as np  # noqa: E402
 import keras_mae  # noqa: E402
 from tests.helpers.backend_grads import outputs_loss_grads  # noqa: E402
 
+COMPUTED = "computed"
+
 
 def numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
@@ -46,6 +50,7 @@ def reference_model(workdir):
 
 
 def compute(workdir):
+    """Step 1; returns the reference model, for `load`."""
     backend = keras.backend.backend()
     inputs = dict(np.load(os.path.join(workdir, "inputs.npz")))
     model = reference_model(workdir)
@@ -56,12 +61,13 @@ def compute(workdir):
     result.update({f"grad/{path}": g for path, g in grads.items()})
     np.savez(os.path.join(workdir, f"compute_{backend}.npz"), **result)
     model.save(os.path.join(workdir, f"model_{backend}.keras"))
+    return model
 
 
-def load(workdir):
+def load(workdir, model):
+    """Step 2, with `model` the reference model that `compute` returned."""
     backend = keras.backend.backend()
     inputs = dict(np.load(os.path.join(workdir, "inputs.npz")))
-    model = reference_model(workdir)
     sources = {"reference": model}
     for path in sorted(glob.glob(os.path.join(workdir, "model_*.keras"))):
         name = os.path.basename(path)[len("model_") : -len(".keras")]
@@ -82,7 +88,11 @@ def load(workdir):
 
 
 if __name__ == "__main__":
-    modes = {"compute": compute, "load": load}
-    if len(sys.argv) != 3 or sys.argv[1] not in modes:
-        raise SystemExit("usage: cross_backend_worker.py compute|load WORKDIR")
-    modes[sys.argv[1]](sys.argv[2])
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: cross_backend_worker.py WORKDIR")
+    workdir = sys.argv[1]
+    model = compute(workdir)
+    print(COMPUTED, flush=True)
+    if not sys.stdin.readline():
+        raise SystemExit("the driver went away before every model was saved")
+    load(workdir, model)

@@ -1,12 +1,12 @@
 """Shared set-up of the data-parallel equivalence checks (run as subprocesses).
 
-Every check trains the same tiny MAE (fixed initial weights, fixed masking
-noise) for `STEPS` steps of global batch `GLOBAL_BATCH`, once on one device and
-once data-parallel, and prints one JSON line `RESULT {...}` with both loss
-histories and the largest weight difference. SGD with momentum is the optimizer:
-its update is linear in the gradient, so a wrong gradient reduction (a sum
-instead of a mean over replicas) shows as a factor, while Adam would hide it
-behind its normalisation.
+Every check trains the smallest MAE of tests/helpers/tiny.py (fixed initial
+weights, fixed masking noise) for `STEPS` steps of global batch `GLOBAL_BATCH`,
+once on one device and once data-parallel, and prints one JSON line
+`RESULT {...}` with both loss histories and the largest weight difference. SGD
+with momentum is the optimizer: its update is linear in the gradient, so a
+wrong gradient reduction (a sum instead of a mean over replicas) shows as a
+factor, while Adam would hide it behind its normalisation.
 """
 
 import json
@@ -16,7 +16,7 @@ import numpy as np
 GLOBAL_BATCH = 8
 STEPS = 3
 IMAGE_SHAPE = (8, 8, 1)
-NUM_PATCHES = 16
+NUM_PATCHES = 4  # 8x8 images, 4x4 patches
 
 
 def make_data():
@@ -27,11 +27,10 @@ def make_data():
 
 
 def make_model():
-    import keras_mae
+    """One block each side: the least that has every kind of layer a layout shards."""
+    from tests.helpers.tiny import smallest_mae
 
-    return keras_mae.MaskedAutoencoder.from_preset(
-        "mae_vit_micro_patch2", num_layers=2, decoder_num_layers=1
-    )
+    return smallest_mae()
 
 
 def make_optimizer():

@@ -8,10 +8,11 @@ fixed when a framework starts), with `KERAS_BACKEND=jax` and
     python tests/helpers/distributed_fit_resume_check.py OUTPUT_DIR
 
 Under `runner.start("data_parallel")` (JAX) or `runner.start("mirrored")`
-(TensorFlow) it pre-trains a tiny MAE for 3 epochs once without a break, and
-once stopped after epoch 1 (as `TimeLimit` stops a run) then continued by the
-same call, and prints `RESULT {...}`: the replica count, the callbacks' batch
-losses of both runs and which final checkpoint arrays differ.
+(TensorFlow) it pre-trains the smallest MAE of tests/helpers/tiny.py for 3
+epochs once without a break, and once stopped after epoch 1 (as `TimeLimit`
+stops a run) then continued by the same call, and prints `RESULT {...}`: the
+replica count, the callbacks' batch losses of both runs and which final
+checkpoint arrays differ.
 """
 
 import os
@@ -28,10 +29,10 @@ if BACKEND == "tensorflow":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_mae  # noqa: E402
 from keras_mae.distribute import runner  # noqa: E402
 from keras_mae.recipes.pretrain import pretrain  # noqa: E402
 from tests.helpers import distributed_common as common  # noqa: E402
+from tests.helpers.tiny import smallest_mae  # noqa: E402
 
 KIND = {"jax": "data_parallel", "tensorflow": "mirrored"}[BACKEND]
 EPOCHS = 3
@@ -61,9 +62,7 @@ def train(output_dir, images, stop_after=None):
     run = runner.start(KIND)  # before the model exists
     count = replicas()
     keras.utils.set_random_seed(0)
-    mae = keras_mae.MaskedAutoencoder.from_preset(
-        "mae_vit_micro_patch2", num_layers=1, decoder_num_layers=1, seed=0
-    )
+    mae = smallest_mae(seed=0)
     losses = common.LossHistory()
     callbacks = [losses] + ([StopAfter(stop_after)] if stop_after else [])
     pretrain(

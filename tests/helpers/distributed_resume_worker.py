@@ -6,11 +6,12 @@ environment torchrun sets (`MASTER_ADDR`, `MASTER_PORT`, `RANK`, `WORLD_SIZE`,
 
     python tests/helpers/distributed_resume_worker.py OUTPUT_DIR
 
-It calls `keras_mae.recipes.pretrain` with `run = runner.start("ddp")` on a
-tiny MAE and tiny random images, so the pre-training callbacks (checkpoint,
-non-finite stop, pictures, TensorBoard) run in the DDP loop, and a recorder
-callback on every rank writes what it saw to `OUTPUT_DIR/events_rank{R}.json`;
-each `EpochCheckpoint` write is appended to `OUTPUT_DIR/writes_rank{R}.txt`.
+It calls `keras_mae.recipes.pretrain` with `run = runner.start("ddp")` on the
+smallest MAE of tests/helpers/tiny.py and tiny random images, so the
+pre-training callbacks (checkpoint, non-finite stop, pictures, TensorBoard) run
+in the DDP loop, and a recorder callback on every rank writes what it saw to
+`OUTPUT_DIR/events_rank{R}.json`; each `EpochCheckpoint` write is appended to
+`OUTPUT_DIR/writes_rank{R}.txt`.
 Rank 0 prints `BATCH epoch step` at the start of every batch; with
 `HOLD_AT="epoch step"` it prints `HOLD epoch step` there and waits, for the
 test to kill both processes mid-epoch. The same command continues a killed run.
@@ -28,10 +29,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import keras_mae  # noqa: E402
 from keras_mae.distribute import runner  # noqa: E402
 from keras_mae.recipes import callbacks as recipe_callbacks  # noqa: E402
 from keras_mae.recipes.pretrain import pretrain  # noqa: E402
+from tests.helpers.tiny import smallest_mae  # noqa: E402
 
 EPOCHS = 3
 BATCH = 8
@@ -100,9 +101,7 @@ def main():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    mae = keras_mae.MaskedAutoencoder.from_preset(
-        "mae_vit_micro_patch2", num_layers=1, decoder_num_layers=1, seed=0
-    )
+    mae = smallest_mae(seed=0)
     pretrain(
         mae,
         images,

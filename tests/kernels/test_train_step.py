@@ -45,7 +45,7 @@ def trained_state(step, optimizer, images, noise=None):
     kernels.train_step.implementation = step
     try:
         keras.utils.set_random_seed(0)
-        mae = tiny_mae(seed=3)
+        mae = tiny_mae(num_layers=1, seed=3)
         mae.compile(optimizer=optimizer_named(optimizer))
         x = images if noise is None else {"images": images, "noise": noise}
         history = mae.fit(x, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
@@ -79,7 +79,7 @@ def test_chosen_train_step_equals_keras_step(optimizer):
     np.testing.assert_allclose(fast_loss, ref_loss, rtol=1e-6)
     # The step did train: the weights moved from their initial values.
     keras.utils.set_random_seed(0)
-    initial = [to_numpy(v) for v in tiny_mae(seed=3).trainable_variables]
+    initial = [to_numpy(v) for v in tiny_mae(num_layers=1, seed=3).trainable_variables]
     assert max(float(np.abs(a - b).max()) for a, b in zip(fast_vars, initial)) > 1e-4
 
 

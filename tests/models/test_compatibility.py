@@ -50,7 +50,11 @@ def test_masked_autoencoder_with_augmentation_reproduces(release):
             atol=ATOL,
             err_msg=key,
         )
-    # It keeps training from where it was saved.
+    # It keeps training from where it was saved. The files were compiled with
+    # jit_compile=True (the JAX default where they were written); the step runs
+    # as `compile()` would choose on this machine, for XLA on a CPU and
+    # torch.compile spend a minute compiling one step.
+    mae.jit_compile = None  # "auto"
     before = [np.array(v) for v in mae.trainable_variables]
     mae.fit({"images": expected["images"], "noise": expected["noise"]}, batch_size=4, verbose=0)
     assert int(mae.optimizer.iterations) == 2

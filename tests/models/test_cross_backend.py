@@ -17,8 +17,10 @@ Runs in the JAX pass of tests/run.sh only (it drives all three backends itself).
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -30,6 +32,7 @@ from tests.helpers.backend_grads import rel_err
 
 BACKENDS = ("tensorflow", "jax", "torch")
 TOLERANCE = 1e-5
+TIMEOUT = 300  # seconds a worker may take for a step
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "helpers", "cross_backend_worker.py")
 
@@ -45,31 +48,58 @@ CONFIG = dict(
     norm_pix_loss=True,
 )
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="spawns one subprocess per backend itself; run once, from the JAX pass",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "jax",
+        reason="spawns one subprocess per backend itself; run once, from the JAX pass",
+    ),
+    pytest.mark.serial,
+]
 
 
-def run_workers(mode, workdir):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    procs = {
-        backend: subprocess.Popen(
-            [sys.executable, WORKER, mode, str(workdir)],
+class Worker:
+    """The worker script under one backend, in a process of its own: it computes,
+    says so, waits for a line on stdin, then loads every backend's model."""
+
+    def __init__(self, backend, workdir):
+        self.backend = backend
+        self.process = subprocess.Popen(
+            [sys.executable, WORKER, str(workdir)],
             cwd=ROOT,
-            env={**env, "KERAS_BACKEND": backend},
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": backend},
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for backend in BACKENDS
-        if backend != "jax"
-    }
-    getattr(cross_backend_worker, mode)(str(workdir))  # jax: this process
-    for backend, proc in procs.items():
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"{backend} worker ({mode}) failed:\n{output[-4000:]}"
-    return {b: dict(np.load(workdir / f"{mode}_{b}.npz")) for b in BACKENDS}
+        self.output = []
+        self.lines = queue.Queue()
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line.strip())
+        self.lines.put(None)  # the process closed its output
+
+    def failure(self, step):
+        return f"{self.backend} worker ({step}) failed:\n{''.join(self.output)[-4000:]}"
+
+    def wait_until_computed(self):
+        while (line := self.lines.get(timeout=TIMEOUT)) != cross_backend_worker.COMPUTED:
+            assert line is not None, self.failure("compute")
+
+    def load(self):
+        self.process.stdin.write("load\n")
+        self.process.stdin.close()
+
+    def wait_until_loaded(self):
+        self.process.wait(timeout=TIMEOUT)
+        assert self.process.returncode == 0, self.failure("load")
+
+
+def results(step, workdir):
+    return {b: dict(np.load(workdir / f"{step}_{b}.npz")) for b in BACKENDS}
 
 
 @pytest.mark.serial
@@ -86,7 +116,22 @@ def test_backends_agree_and_read_each_others_files(tmp_path):
         noise=rng.random((2, 16)).astype("float32"),
     )
 
-    computed = run_workers("compute", tmp_path)
+    # One process per other backend, started while this (JAX) one works.
+    workers = [Worker(backend, tmp_path) for backend in BACKENDS if backend != "jax"]
+    try:
+        reference_model = cross_backend_worker.compute(str(tmp_path))
+        for worker in workers:
+            worker.wait_until_computed()
+        for worker in workers:  # every model_<backend>.keras is written
+            worker.load()
+        cross_backend_worker.load(str(tmp_path), reference_model)
+        for worker in workers:
+            worker.wait_until_loaded()
+    finally:
+        for worker in workers:
+            worker.process.kill()
+
+    computed = results("compute", tmp_path)
     reference = computed["jax"]
     grad_keys = [k for k in reference if k.startswith("grad/")]
     assert len(grad_keys) == len(model.trainable_variables)
@@ -103,7 +148,7 @@ def test_backends_agree_and_read_each_others_files(tmp_path):
         )
         assert errors[worst] <= TOLERANCE, (backend, worst, errors[worst])
 
-    loaded = run_workers("load", tmp_path)
+    loaded = results("load", tmp_path)
     for backend, result in loaded.items():
         for source in BACKENDS:
             assert str(result[f"{source}/class"]) == "MaskedAutoencoder"

@@ -18,7 +18,7 @@ import pytest
 import keras_mae
 from tests.conftest import to_numpy
 
-SMALL = {"num_layers": 2, "decoder_num_layers": 1}
+SMALL = {"num_layers": 1, "decoder_num_layers": 1}
 
 
 def small_mae(dtype=None, **overrides):

@@ -3,11 +3,18 @@ run again, ends bit-identical to a run that was never interrupted: every model
 variable (weights, masking seed state), every optimizer variable (step count,
 moments) and the host's random states, on the backend of this test process.
 
+The uninterrupted run and the run to be killed overlap (under JAX the second
+starts once the first has compiled its steps into the runs' shared compilation
+cache); the kill moment is a random step of epochs 2..EPOCHS counted on the
+killed run's own progress bar, so a busy machine moves it in time but not in
+the run.
+
 Then the other data paths, in this process: a tf.data folder source and a tfds
 source resume to the same bits as well."""
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +30,8 @@ from tests.helpers.tiny import smallest_mae
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPOCHS = 3
-# The README's default command (digits, the default preset), on small settings.
+# The README's default command (digits, the default preset), on small settings;
+# --verbose 1 prints the step count as it goes, the clock of the kill.
 COMMAND = [
     os.path.join(ROOT, "examples", "pretrain.py"),
     "--epochs",
@@ -31,18 +39,21 @@ COMMAND = [
     "--batch-size",
     "16",
     "--probe-epochs",
-    "0",  # the probe, which nothing here compares, skipped
+    "0",
     "--image-every",
     "100",
     "--verbose",
-    "2",
+    "1",
 ]
+COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+EPOCH_LINE = re.compile(r"Epoch (\d+)/\d+$")
+PROGRESS = re.compile(r"\s*(\d+)/(\d+) ")  # Keras' bar: "12/89 ━━━ ..."
 
 
 class Run:
-    """The command in a subprocess, its output lines timestamped as they arrive."""
+    """The command in a subprocess; its output and its position (epoch, step) as they arrive."""
 
-    def __init__(self, output_dir):
+    def __init__(self, output_dir, compilation_cache):
         env = dict(
             os.environ,
             KERAS_BACKEND=keras.backend.backend(),
@@ -50,42 +61,63 @@ class Run:
             PYTHONUNBUFFERED="1",
             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
         )
+        if keras.backend.backend() == "jax":
+            # The three runs compile the same steps: JAX's persistent cache compiles
+            # them once (the cached executables give the same bits).
+            env["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
+            env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         self.process = subprocess.Popen(
             [sys.executable, *COMMAND, "--output-dir", str(output_dir)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
+            bufsize=0,
         )
-        self.lines = []
+        self.chunks = []
+        self.epoch, self.step, self.steps = 0, 0, None  # 1-based epoch, steps done in it
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
 
     def read(self):
-        for line in self.process.stdout:
-            self.lines.append((time.monotonic(), line))
+        # Raw chunks, not lines: a bar update ends without a newline until the next one.
+        line = ""
+        while chunk := os.read(self.process.stdout.fileno(), 1 << 16):
+            text = chunk.decode(errors="replace")
+            self.chunks.append(text)
+            for piece in re.split(r"([\r\n])", text):
+                if piece in ("\r", "\n"):
+                    line = ""
+                    continue
+                line += piece
+                self.parse(COLOURS.sub("", line))
 
-    def time_of(self, prefix):
-        """When a line starting with `prefix` arrived, or None."""
-        return next((t for t, line in list(self.lines) if line.startswith(prefix)), None)
+    def parse(self, line):
+        epoch = EPOCH_LINE.match(line)
+        if epoch:
+            self.epoch, self.step = int(epoch.group(1)), 0
+            return
+        progress = PROGRESS.match(line)
+        if progress and self.epoch:
+            self.step, self.steps = int(progress.group(1)), int(progress.group(2))
 
-    def wait_for(self, prefix, timeout=600):
+    def wait_until(self, epoch, step, timeout=600):
+        """Return once the run reports `step` steps done in `epoch` (or later), or ends."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            arrived = self.time_of(prefix)
-            if arrived is not None or self.process.poll() is not None:
-                return arrived if arrived is not None else self.time_of(prefix)
-            time.sleep(0.01)
-        return None
-
-    def sleep_until(self, moment):
-        while time.monotonic() < moment and self.process.poll() is None:
-            time.sleep(0.005)
+        while (self.epoch, self.step) < (epoch, step) and self.process.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.002)
+        return self.epoch, self.step
 
     def finish(self, timeout=600):
-        self.process.wait(timeout=timeout)
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
         self.reader.join(timeout=60)
-        return "".join(line for _, line in self.lines)
+        return "".join(self.chunks)
 
 
 def final_state(output_dir):
@@ -114,53 +146,46 @@ def assert_bit_identical(got, want, context):
 @pytest.mark.serial
 def test_killed_pretraining_command_resumes_bit_identical(tmp_path):
     assert keras_mae  # registers the classes mae.keras needs
-    reference_dir = tmp_path / "reference"
-    reference = Run(reference_dir)
-    output = reference.finish()
-    assert reference.process.returncode == 0, output[-3000:]
-    epoch_seconds = reference.time_of(f"Epoch {EPOCHS}/") - reference.time_of("Epoch 2/")
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    cache = tmp_path / "compilation_cache"
+    reference = Run(reference_dir, cache)
+    if keras.backend.backend() == "jax":
+        reference.wait_until(2, 0)  # its steps are compiled and cached
+    killed = Run(resumed_dir, cache)  # while the reference trains: imports take long
 
     # A random moment of epochs 2..EPOCHS (after the first checkpoint, so that the
-    # re-run resumes), in units of epochs: u in [1, EPOCHS). The first whole epoch
-    # is measured on this run's own clock (a busy machine runs slower or faster).
+    # re-run resumes), in units of epochs: u in [1, EPOCHS), as a step of the
+    # killed run: step 1 to steps - 2 of epoch int(u) + 1, so that the kill
+    # lands inside training even with one progress update of delay.
     seed = random.SystemRandom().randrange(2**32)
     u = random.Random(seed).uniform(1.0, EPOCHS)
-    resumed_dir = tmp_path / "resumed"
-    killed = Run(resumed_dir)
-    begun = killed.wait_for("Epoch 2/")
-    assert begun is not None, killed.finish()[-3000:]
-    moment = begun + (u - 1.0) * epoch_seconds
-    next_epoch = None
-    if u < 2.0:  # unless this run's epoch 2 ends first: then its own clock decides
-        while time.monotonic() < moment and killed.process.poll() is None:
-            next_epoch = killed.time_of("Epoch 3/")
-            if next_epoch is not None:
-                moment = next_epoch + (u - 1.0) * 0.9 * (next_epoch - begun)
-                break
-            time.sleep(0.005)
-    else:
-        third = killed.wait_for(f"Epoch {int(u) + 1}/")
-        assert third is not None, killed.finish()[-3000:]
-        own_epoch = (third - begun) / (int(u) - 1)
-        moment = third + (u - int(u)) * 0.9 * own_epoch
-    killed.sleep_until(moment)
+    epoch = int(u) + 1
+    killed.wait_until(2, 1)
+    steps = killed.steps
+    assert steps and steps > 2, f"kill seed {seed}: no progress bar\n{killed.finish()[-3000:]}"
+    step = 1 + int((u - int(u)) * (steps - 2))
+    at = killed.wait_until(epoch, step)
     killed.process.send_signal(signal.SIGKILL)
     output = killed.finish()
     context = (
         f"backend {keras.backend.backend()}, kill seed {seed}: SIGKILL at epoch position "
-        f"{u:.3f}, {time.monotonic() - begun:.2f} s after epoch 2 began (reference epoch: "
-        f"{epoch_seconds:.2f} s)"
+        f"{u:.3f} (epoch {epoch}, step {step} of {steps}), after the run reported epoch "
+        f"{at[0]}, step {at[1]}"
     )
     assert killed.process.returncode == -signal.SIGKILL, (
         f"{context}: the run ended ({killed.process.returncode}) before the kill\n{output[-2000:]}"
     )
     assert "pre-training:" not in output, context
 
-    resumed = Run(resumed_dir)
+    resumed = Run(resumed_dir, cache)
     output = resumed.finish()
     assert resumed.process.returncode == 0, f"{context}\n{output[-3000:]}"
-    assert "resuming from" in output, f"{context}\n{output[-3000:]}"
+    resumed_after = re.search(r"resuming from \S+ after epoch (\d+)", output)
+    assert resumed_after, f"{context}\n{output[-3000:]}"
+    assert 1 <= int(resumed_after.group(1)) <= epoch, f"{context}\n{output[-3000:]}"
     assert not [n for n in os.listdir(resumed_dir / "checkpoint") if n.startswith(".")], context
+    output = reference.finish()
+    assert reference.process.returncode == 0, output[-3000:]
     got, want = final_state(resumed_dir), final_state(reference_dir)
     assert_bit_identical(got, want, context)
 

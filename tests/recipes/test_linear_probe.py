@@ -233,7 +233,8 @@ def test_auto_probe_trains_the_chosen_rate_and_never_looks_at_test(monkeypatch):
     encoder = tiny_encoder()
     train = separable_arrays(64, 0)
     images, labels = separable_arrays(32, 1)
-    settings = dict(epochs=40, batch_size=16, warmup_epochs=2)  # blr "auto", the default
+    # blr "auto", the default. No accuracy is asserted: a few epochs show the choice.
+    settings = dict(epochs=4, batch_size=16, warmup_epochs=1)
     ours = linear_probe(encoder, train, (images, labels), **settings)
     flipped = linear_probe(encoder, train, (images, 1 - labels), **settings)
     scores = ours["held_out_accuracy"]

@@ -2,6 +2,7 @@
 resumed from its own checkpoint, and the saved model and encoder."""
 
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -13,6 +14,8 @@ from tests.conftest import to_numpy
 from tests.helpers.tiny import smallest_mae
 
 EPOCHS, BATCH = 3, 8
+# The two-epoch run on arrays that two tests continue or refuse to shorten, built once.
+pytestmark = pytest.mark.xdist_group("test_pretrain")
 
 
 def tiny_mae(augmentation=None):
@@ -81,23 +84,32 @@ def test_pretrain_resumes_where_an_interrupted_run_stopped(tmp_path):
     assert os.listdir(tmp_path / "resumed" / "checkpoint")
 
 
-def test_pretrain_on_arrays_continues_weights_optimizer_and_schedule(tmp_path):
-    x = images()
-    _, first = run(tmp_path, x, epochs=2)
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """`(directory, summary)` of a 2-epoch run on arrays; tests copy the directory to change it."""
+    directory = tmp_path_factory.mktemp("two_epochs")
+    _, summary = run(directory, images(), epochs=2)
+    return directory, summary
+
+
+def test_pretrain_on_arrays_continues_weights_optimizer_and_schedule(tmp_path, two_epochs):
+    directory, first = two_epochs
     assert (first["initial_epoch"], first["epochs"]) == (0, 2)
     assert first["last_loss"] < first["first_loss"]
-    keras.utils.clear_session(free_memory=False)
-    mae, second = run(tmp_path, x, epochs=EPOCHS, allow_new_settings=True)  # 2 -> 3 epochs
+    shutil.copytree(directory, tmp_path, dirs_exist_ok=True)
+    mae, second = run(tmp_path, images(), epochs=EPOCHS, allow_new_settings=True)  # 2 -> 3
     assert (second["initial_epoch"], second["epochs"]) == (2, 3)
     assert int(to_numpy(mae.optimizer.iterations)) == 3 * 4
     # The schedule's end: the cosine is at 0 after the last step.
     assert float(to_numpy(mae.optimizer.learning_rate)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_pretrain_refuses_a_checkpoint_from_a_longer_run(tmp_path):
-    run(tmp_path, images(), epochs=2)
+def test_pretrain_refuses_a_checkpoint_from_a_longer_run(two_epochs):
+    directory, _ = two_epochs
+    before = sorted(os.listdir(directory))
     with pytest.raises(ValueError, match="holds 2 epochs"):
-        run(tmp_path, images(), epochs=1)
+        run(directory, images(), epochs=1)
+    assert sorted(os.listdir(directory)) == before  # refused before any write
 
 
 def test_pretrain_on_a_source_needs_a_model_without_augmentation():

@@ -103,6 +103,10 @@ def reference(tmp_path_factory):
 
 def run_script(path, directory, crash_epoch=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=keras.backend.backend())
+    if keras.backend.backend() == "jax":
+        # The crashed run and the resumed one compile the same step: once, through the cache.
+        env["JAX_COMPILATION_CACHE_DIR"] = str(path.parent / "compilation_cache")
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, str(path), str(directory)]
@@ -111,6 +115,7 @@ def run_script(path, directory, crash_epoch=None):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.serial
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",
     reason="spawns processes; runs once, from the JAX pass of tests/run.sh (the in-process "
