@@ -66,6 +66,11 @@ class Run:
             # them once (the cached executables give the same bits).
             env["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
             env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        if keras.backend.backend() == "torch":
+            # Two runs at once: torch's spinning OpenMP threads, two per run on two
+            # cores, slow both by a factor of ten; one thread each (the same for every
+            # run, so the same bits).
+            env["OMP_NUM_THREADS"] = "1"
         self.process = subprocess.Popen(
             [sys.executable, *COMMAND, "--output-dir", str(output_dir)],
             env=env,
