@@ -2,9 +2,10 @@
 
 Read from the source with `ast` (every import, including those inside
 functions): lower floors never import higher ones, there is no import cycle,
-no private Keras, and backend-specific code (a backend import or a question
-about which backend runs) only in `kernels/`, `data/`, `distribute/` and
-`weights/`.
+no private Keras (no `keras.src` import anywhere; outside `kernels/`, no
+private attribute that is not the package's own), and backend-specific code
+(a backend import or a question about which backend runs) only in
+`kernels/`, `data/`, `distribute/` and `weights/`.
 """
 
 import ast
@@ -138,6 +139,92 @@ def test_no_private_keras():
     assert not {m: names for m, names in private.items() if names}
 
 
+def is_private(name):
+    """`_name` or `__name`, not a dunder such as `__class__`."""
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def assignment_targets(node):
+    """The targets of an assignment statement, else `[]`."""
+    if isinstance(node, ast.Assign):
+        return node.targets
+    if isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        return [node.target]
+    return []
+
+
+def own_private_names(trees):
+    """The private names the package defines itself: `def _name` and `class _Name`,
+    `self._name = ...` (or `cls._name`) and class attributes `_name = ...`."""
+    names = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            if isinstance(node, ast.ClassDef):
+                for statement in node.body:
+                    targets = assignment_targets(statement)
+                    names.update(t.id for t in targets if isinstance(t, ast.Name))
+            for target in assignment_targets(node):
+                for part in ast.walk(target):
+                    if (
+                        isinstance(part, ast.Attribute)
+                        and isinstance(part.value, ast.Name)
+                        and part.value.id in ("self", "cls")
+                    ):
+                        names.add(part.attr)
+    return {name for name in names if is_private(name)}
+
+
+def private_accesses(tree):
+    """`(line, name)` of every `x._name`, and of `getattr(x, "_name")` and its kin."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and is_private(node.attr):
+            yield node.lineno, node.attr
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and is_private(node.args[1].value)
+        ):
+            yield node.lineno, node.args[1].value
+
+
+def foreign_private_uses(trees, own):
+    """`"path:line: name"` for each private access in `trees` (`{path: tree}`)
+    whose name is not in `own`."""
+    return [
+        f"{path}:{line}: {name}"
+        for path, tree in sorted(trees.items())
+        for line, name in sorted(private_accesses(tree))
+        if name not in own
+    ]
+
+
+def test_private_keras_only_in_kernels():
+    # Keras' (or another library's) private attributes and methods live behind
+    # named functions in keras_mae/kernels/ (keras_mae/kernels/compat.py for
+    # the other subpackages), each with a comment naming the behaviour used.
+    trees = {
+        os.path.relpath(path, ROOT): ast.parse(open(path).read(), filename=path)
+        for path in MODULES.values()
+    }
+    own = own_private_names(trees.values())
+    outside = {
+        path: tree
+        for path, tree in trees.items()
+        if not path.startswith(os.path.join("keras_mae", "kernels", ""))
+    }
+    violations = foreign_private_uses(outside, own)
+    assert not violations, (
+        "private attributes of another library outside keras_mae/kernels/ (move each "
+        "behind a function in keras_mae/kernels/compat.py):\n" + "\n".join(violations)
+    )
+
+
 def test_backend_specific_code_only_where_allowed():
     violations = []
     for module, path in sorted(MODULES.items()):
@@ -158,3 +245,26 @@ def test_the_rules_catch_what_they_should(tmp_path):
     assert "torch" in imports_of(str(path))
     assert "keras_mae.models.mae_encoder" in imports_of(str(path))
     assert floor("keras_mae.recipes.finetune") > floor("keras_mae.models.mae_encoder")
+
+
+def test_the_private_rule_catches_what_it_should():
+    sample = ast.parse(
+        "class Table:\n"
+        "    _rows = ()\n"
+        "    def __init__(self):\n"
+        "        self._count = 0\n"
+        "    def _total(self):\n"
+        "        return self._count + len(self._rows) + len(self.__class__.__name__)\n"
+        "def gather(variable, optimizer, model):\n"
+        "    variable._layout = None\n"
+        "    index = optimizer._get_variable_index(variable)\n"
+        "    return getattr(model, '_loss_tracker', None), index\n"
+    )
+    own = own_private_names([sample])
+    assert own == {"_rows", "_count", "_total"}
+    # `variable._layout = None` assigns to another library's object: not a definition.
+    assert foreign_private_uses({"sample.py": sample}, own) == [
+        "sample.py:8: _layout",
+        "sample.py:9: _get_variable_index",
+        "sample.py:10: _loss_tracker",
+    ]

@@ -25,6 +25,8 @@ import sys
 import keras
 import numpy as np
 
+from keras_mae.kernels import compat
+
 CHOICES = ("none", "data_parallel", "model_parallel", "mirrored", "multi_worker", "tpu", "ddp")
 BACKEND_OF = {
     "data_parallel": "jax",
@@ -180,7 +182,7 @@ def gather_to_one_device(model):
     values = [np.asarray(v.value) for v in model.variables]
     keras.distribution.set_distribution(None)
     for variable, value in zip(model.variables, values):
-        variable._layout = None  # Keras re-shards an assigned value by its layout
+        compat.forget_layout(variable)  # else Keras re-shards the value by its layout
         variable.assign(value)
     model.train_function = model.test_function = model.predict_function = None
 

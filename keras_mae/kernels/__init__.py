@@ -39,6 +39,11 @@ difference; `references()` does the same inside a `with` block.
 
 `export` writes a model for serving (`keras.Model.export`; under JAX traced
 with the references, under PyTorch an ONNX file with a dynamic batch).
+
+Private Keras (an attribute or method of Keras' own whose name starts with
+`_`) is used only in this package, each use with a comment naming the Keras
+behaviour it relies on; `compat` holds the ones the other subpackages need
+(`variable_index`, `forget_layout`).
 """
 
 from keras_mae.kernels.attention import attention

@@ -77,11 +77,8 @@ def reference_attention(q, k, v, padding="auto"):
     `keras.ops.dot_product_attention` (fused or flash kernels where the backend
     has them), with the tokens optionally zero-padded to a multiple of
     `padding` first: cuDNN flash attention (the JAX GPU path) rejects MAE's
-    token counts, and padding makes them eligible at the cost of the extra
-    tokens' work. On one H100 (ViT-B/16 MAE, batch 256, bf16, JAX) padding to
-    64 raised the training step from 3,092 to 4,150 images/s and lowered peak
-    memory from 23.9 to 18.1 GiB (BENCHMARKS.md). On a CPU it only slows
-    things down.
+    token counts, and padding makes them eligible, which on a GPU outweighs
+    the extra tokens' work (on a CPU it does not).
 
     Args:
         q, k, v: `(batch, tokens, heads, head_dim)`.

@@ -1,18 +1,13 @@
 """The two residual branches of a ViT block, with a direct PyTorch path.
 
-Under eager PyTorch every `keras.ops` call is tens of microseconds of Python
-(argument conversion, dtype standardisation, symbolic-tensor checks) around
-a few microseconds of torch: the attention branch is 11 of them, the MLP
-branch 6. At MAE widths that is the host time of the training step, not the
-arithmetic. The PyTorch implementations call torch directly on the
-sublayers' variables (`F.layer_norm`, `torch.addmm` on Keras' `(in, out)`
-kernels, `F.scaled_dot_product_attention` on `(batch, heads, tokens,
-head_dim)` views, exact `F.gelu`), and `call_block` skips the block's own
-`Layer.__call__`. One block of the tiny-width ViT-B/16-deep MAE (width 48,
-3 heads, 8 x 17 tokens, training, one thread) took 2.1-3.0 ms of host time
-for its forward pass before and 0.7-0.95 ms after; that MAE's eager
-training step went from 1.22-1.36x the CPU time of Hugging Face's
-`ViTMAEForPreTraining` to 0.88-0.99x (rounds alternated in one process).
+Under eager PyTorch each `keras.ops` call wraps a small torch call in Python
+(argument conversion, dtype standardisation, symbolic-tensor checks), so at
+MAE widths the attention branch's 11 calls and the MLP branch's 6 make the
+training step's host time, not its arithmetic. The PyTorch implementations
+call torch directly on the sublayers' variables (`F.layer_norm`,
+`torch.addmm` on Keras' `(in, out)` kernels, `F.scaled_dot_product_attention`
+on `(batch, heads, tokens, head_dim)` views, exact `F.gelu`), and
+`call_block` skips the block's own `Layer.__call__`.
 
 Dtypes are those of the sublayers' own calls inside the block's autocast
 scope: Dense kernels and biases in the compute dtype (float32 variables cast
@@ -67,8 +62,8 @@ def reference_call_block(block, x, training=None):
 
 
 # Dense layer -> its (kernel, bias) variables. `Dense.kernel` is a property
-# that resolves quantized and LoRA kernels on every access (14 us); for a
-# plain Dense it is always the same variable.
+# that resolves quantized and LoRA kernels on every access; for a plain Dense
+# it is always the same variable.
 plain_dense_variables = weakref.WeakKeyDictionary()
 
 
@@ -171,9 +166,10 @@ def torch_functions():
         `keras.RematScope` the block was made in. Here the input is already a
         tensor in the compute dtype, `training` is explicit, the branches cast
         the Dense values to the compute dtype themselves and no remat mode is
-        set, or the full call runs. Skipping it saves 0.25 ms of host time per
-        block call (its input conversion, call context and name scope).
+        set, or the full call runs.
         """
+        # Keras' `Layer._remat_mode`: the `keras.RematScope` mode the layer was
+        # made in, which its `__call__` applies.
         if (
             training is None
             or not isinstance(x, torch.Tensor)

@@ -71,8 +71,11 @@ def references():
     (`tests/kernels/`), so the exported numbers are the model's.
 
     Example:
-    >>> with references():
-    ...     exported = encoder.export("encoder", format="tf_saved_model")
+
+    ```python
+    with references():
+        exported = encoder.export("encoder", format="tf_saved_model")
+    ```
     """
     saved = [(kernel, kernel.implementation) for kernel in Kernel.instances]
     for kernel, _ in saved:

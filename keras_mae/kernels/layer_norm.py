@@ -20,9 +20,8 @@ def centred_layer_norm(layer, x):
     `(x - mean) * rsqrt(mean((x - mean)^2) + eps) * gamma + beta`. Keras' own
     arithmetic (`x * inv + (beta - mean * inv)` with `inv = rsqrt(var) *
     gamma`, the variance a second pass) leaves XLA several more (rows, D)
-    temporaries in the forward and backward passes (6% of the JAX CPU training
-    step). Same statistics in at least float32, same casts, same rounding of a
-    mixed-precision gamma.
+    temporaries in the forward and backward passes. Same statistics in at
+    least float32, same casts, same rounding of a mixed-precision gamma.
     """
     if not is_plain(layer):
         return layer(x)

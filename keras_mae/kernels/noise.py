@@ -40,6 +40,8 @@ def torch_uniform(shape, seed_generator, dtype="float32"):
 
     state = seed_generator.state
     tensor = state.value
+    # Keras' `Variable._value`: the tensor the variable holds itself, which
+    # `.value` returns unless a stateless scope substitutes another.
     if tensor is not state._value or tensor.device.type == "meta":
         # A stateless call (the value is not the variable's) or a symbolic one.
         return reference_uniform(shape, seed_generator, dtype)

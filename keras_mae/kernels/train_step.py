@@ -15,6 +15,7 @@ import weakref
 
 import keras
 
+from keras_mae.kernels.compat import variable_index
 from keras_mae.kernels.kernel import Kernel
 
 
@@ -39,6 +40,8 @@ def device_constant(value, like):
 @functools.cache
 def torch_adam_class():
     """Keras' torch Adam class (the `_foreach` one the backend swaps in; AdamW derives from it)."""
+    # Keras' torch `TorchOptimizer.__new__`: `Adam(...)` makes an instance of
+    # the torch backend's own Adam subclass, which uses `torch._foreach` ops.
     return type(keras.optimizers.Adam.__new__(keras.optimizers.Adam))
 
 
@@ -51,6 +54,10 @@ def has_fast_update(optimizer):
     """
     adam = torch_adam_class()
     kind = type(optimizer)
+    # Keras' torch `BaseOptimizer` private methods `_parallel_update_step`,
+    # `_backend_update_step` and `_apply_weight_decay`: the update
+    # `torch_apply` repeats; a subclass that overrides one computes another.
+    # `_trainable_variables`: the variables the optimizer was built with.
     return (
         isinstance(optimizer, adam)
         and kind._parallel_update_step is adam._parallel_update_step
@@ -76,28 +83,31 @@ UPDATE_TENSORS = weakref.WeakKeyDictionary()
 class UpdateTensors:
     """The torch tensors one AdamW step updates in place, for `variables`.
 
-    Reading a Keras variable's `.value` costs microseconds of Python (scope
-    and autocast checks); a step reads three per parameter (the parameter and
-    its two moments) and the gradients: 9 ms a step for the 252 parameters
-    of a ViT-B-deep MAE at tiny widths. The tensors are the variables' own
-    storage, updated in place, so they are kept from step to step and used
-    while every variable still holds the same tensor (a variable given a new
-    one is read again).
+    Reading a Keras variable's `.value` goes through Python scope and
+    autocast checks, and a step would read three per parameter (the parameter
+    and its two moments). The tensors are the variables' own storage, updated
+    in place, so they are kept from step to step and used while every
+    variable still holds the same tensor (a variable given a new one is read
+    again).
     """
 
     def __init__(self, optimizer, variables):
-        index = optimizer._get_variable_index
         self.variables = list(variables)
+        indices = [variable_index(optimizer, v) for v in variables]
+        # Keras' `Adam._momentums` and `Adam._velocities`: its slot variables,
+        # in the order of the variables it was built with.
         self.sources = [
             *self.variables,
-            *(optimizer._momentums[index(v)] for v in variables),
-            *(optimizer._velocities[index(v)] for v in variables),
+            *(optimizer._momentums[i] for i in indices),
+            *(optimizer._velocities[i] for i in indices),
         ]
         self.tensors = [v.value for v in self.sources]
         count = len(self.variables)
         self.values = self.tensors[:count]
         self.momentums = self.tensors[count : 2 * count]
         self.velocities = self.tensors[2 * count :]
+        # Keras' `BaseOptimizer._use_weight_decay`: its exclusion rules
+        # (`exclude_from_weight_decay`) for one variable.
         self.decayed = [
             value
             for v, value in zip(self.variables, self.values)
@@ -105,6 +115,8 @@ class UpdateTensors:
         ]
 
     def holds(self, variables):
+        # Keras' `Variable._value`: the tensor the variable holds itself
+        # (`.value` goes through the stateless and autocast scopes).
         return (
             len(variables) == len(self.variables)
             and all(a is b for a, b in zip(variables, self.variables))
@@ -133,6 +145,7 @@ def torch_apply(optimizer, gradients, tensors):
     learning_rate = optimizer.learning_rate  # a schedule's value, or the variable
     lr = getattr(learning_rate, "value", learning_rate)
     iterations = optimizer.iterations.value
+    # torch's multi-tensor `_foreach` ops, as Keras' torch Adam uses them.
     if tensors.decayed:
         torch._foreach_mul_(tensors.decayed, 1 - optimizer.weight_decay * lr)
     values, m_list, v_list = tensors.values, tensors.momentums, tensors.velocities
@@ -162,6 +175,8 @@ def torch_apply(optimizer, gradients, tensors):
 def loss_tracker(model):
     """The `Mean` that `fit` reports as `loss` (Keras' own attribute; without
     it, the step is Keras')."""
+    # Keras' `Trainer._loss_tracker`: the `Mean` its `train_step` updates with
+    # each batch's loss.
     tracker = getattr(model, "_loss_tracker", None)
     return tracker if isinstance(tracker, keras.metrics.Mean) else None
 

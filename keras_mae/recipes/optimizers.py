@@ -20,6 +20,8 @@ import re
 import keras
 from keras import ops
 
+from keras_mae.kernels import compat
+
 
 def is_decayed(variable):
     """Weight decay applies to matrices and tokens, not to biases or norms (1-D)."""
@@ -89,6 +91,7 @@ class PretrainingAdamW(_BackendAdamW):
             `gradient_accumulation_steps`, `clipnorm`, ...).
 
     Example:
+    >>> mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_micro_patch2")
     >>> optimizer = PretrainingAdamW(1.5e-4, weight_decay=0.05)
     >>> mae.compile(optimizer=optimizer)
     """
@@ -137,6 +140,7 @@ class LARS(keras.optimizers.Optimizer):
             `clipnorm`, ...); Keras' own decoupled `weight_decay` is not used.
 
     Example:
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> optimizer = LARS(learning_rate=0.1)
     >>> model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     """
@@ -182,7 +186,7 @@ class LARS(keras.optimizers.Optimizer):
                 ops.ones_like(param_norm),
             )
             gradient = gradient * trust
-        momentum = self.momentums[self._get_variable_index(variable)]
+        momentum = self.momentums[compat.variable_index(self, variable)]
         self.assign(momentum, self.momentum * momentum + gradient)
         self.assign_sub(variable, lr * momentum)
 
@@ -262,7 +266,7 @@ class LayerDecayAdamW(keras.optimizers.Optimizer):
         ]
 
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
+        index = compat.variable_index(self, variable)
         multiplier, decayed = self.variable_rules[index]
         lr = ops.cast(learning_rate, variable.dtype) * multiplier
         gradient = ops.cast(gradient, variable.dtype)
