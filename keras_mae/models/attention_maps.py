@@ -18,9 +18,10 @@ and so training, is untouched.
 
 Example:
 >>> encoder = keras_mae.MAEEncoder.from_preset("mae_vit_micro_patch2")
->>> [w.shape for w in attention_weights(encoder, images)]  # images (2, 8, 8, 1)
+>>> images = np.zeros((2, 8, 8, 1))
+>>> [tuple(w.shape) for w in attention_weights(encoder, images)]
 [(2, 4, 17, 17), (2, 4, 17, 17), (2, 4, 17, 17), (2, 4, 17, 17)]
->>> cls_attention(encoder, images).shape
+>>> tuple(cls_attention(encoder, images).shape)
 (2, 4, 4, 4)
 """
 

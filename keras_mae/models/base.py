@@ -57,9 +57,12 @@ class PresetMixin:
                 `local_files_only`, `force_download`.
 
         Example:
-        >>> mae = MaskedAutoencoder.from_preset("mae_vit_base_patch16",
-        ...                                     norm_pix_loss=True)
-        >>> mae = MaskedAutoencoder.from_preset("hf://facebook/vit-mae-base")
+
+        ```python
+        mae = MaskedAutoencoder.from_preset("mae_vit_base_patch16",
+                                            norm_pix_loss=True)
+        mae = MaskedAutoencoder.from_preset("hf://facebook/vit-mae-base")
+        ```
         """
         from keras_mae.weights import hub
 
@@ -88,10 +91,13 @@ class PresetMixin:
         arguments.
 
         Example:
-        >>> mae = MaskedAutoencoder.from_official_checkpoint(
-        ...     "mae_visualize_vit_base.pth", preset="mae_vit_base_patch16")
-        >>> encoder = MAEEncoder.from_official_checkpoint(
-        ...     "mae_pretrain_vit_base.pth", preset="mae_vit_base_patch16")
+
+        ```python
+        mae = MaskedAutoencoder.from_official_checkpoint(
+            "mae_visualize_vit_base.pth", preset="mae_vit_base_patch16")
+        encoder = MAEEncoder.from_official_checkpoint(
+            "mae_pretrain_vit_base.pth", preset="mae_vit_base_patch16")
+        ```
         """
         from keras_mae.weights.loader import load_checkpoint
 
@@ -108,7 +114,10 @@ class PresetMixin:
         `keras_mae.weights.hf_export.export_to_transformers`.
 
         Example:
-        >>> mae.export_to_transformers("vit-mae-mine")
+
+        ```python
+        mae.export_to_transformers("vit-mae-mine")
+        ```
         """
         from keras_mae.weights.hf_export import export_to_transformers
 

@@ -42,8 +42,8 @@ class MAEDecoder(keras.layers.Layer):
     Example:
     >>> decoder = MAEDecoder((4, 4), patch_dim=48, hidden_dim=32, num_layers=1,
     ...                      num_heads=4)
-    >>> _, _, ids_restore = RandomMasking(0.75)(np.zeros((2, 16, 8)))
-    >>> decoder(np.zeros((2, 5, 64)), ids_restore).shape
+    >>> _, _, ids_restore = keras_mae.RandomMasking(0.75)(np.zeros((2, 16, 8)))
+    >>> tuple(decoder(np.zeros((2, 5, 64)), ids_restore).shape)
     (2, 16, 48)
     """
 

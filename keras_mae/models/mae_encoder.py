@@ -50,12 +50,17 @@ class MAEEncoder(PresetMixin, keras.Model):
     Example:
     >>> encoder = MAEEncoder((32, 32, 3), patch_size=4, hidden_dim=64,
     ...                      num_layers=2, num_heads=4)
-    >>> encoder(np.zeros((2, 32, 32, 3))).shape
+    >>> tuple(encoder(np.zeros((2, 32, 32, 3))).shape)
     (2, 65, 64)
     >>> classifier = keras.Sequential(
     ...     [encoder, keras_mae.TokenPooling("cls"), keras.layers.Dense(10)])
-    >>> encoder.export("encoder_savedmodel")  # TensorFlow or JAX backend
-    >>> encoder.export("encoder.onnx", format="onnx")
+
+    Exporting it for serving (needs TensorFlow installed; onnx for the second line):
+
+    ```python
+    encoder.export("encoder_savedmodel")  # TensorFlow or JAX backend
+    encoder.export("encoder.onnx", format="onnx")
+    ```
     """
 
     def __init__(
