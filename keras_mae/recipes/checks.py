@@ -10,7 +10,11 @@ in the middle of an epoch (or, worse, not at all):
   augmentation holds no normalising layer are warned about.
 - `check_pretraining_inputs`: the model and data of `pretrain`: empty data, and
   integer images without a normalising augmentation (refused: the model would
-  regress raw 0-255 pixel values).
+  regress raw 0-255 pixel values); `check_pretraining_run` adds the run's
+  settings: the epochs, a batch larger than the data, and what a source cannot
+  be trained with (the DDP loop, a model augmentation).
+- `check_same_kind`: the train and test data of `linear_probe` / `finetune`
+  are both arrays or both sources.
 
 One thing can only be found while training: an image file damaged in its middle,
 which TensorFlow's decoder reports without a file name. `name_damaged_files`
@@ -23,6 +27,7 @@ import inspect
 import warnings
 
 import keras
+import numpy as np
 
 from keras_mae.data.arrays import is_arrays
 from keras_mae.kernels.precision import check_compute_dtype
@@ -123,6 +128,69 @@ def check_pretraining_inputs(mae, train_data):
     images = train_data[0] if is_arrays(train_data) else train_data
     if hasattr(images, "shape") and hasattr(images, "dtype"):
         mae.check_pixel_dtype(images.dtype)
+
+
+def training_images(train_data):
+    """The images of in-memory `train_data` (an array, or `(images, labels)`), or None."""
+    if is_arrays(train_data):
+        return np.asarray(train_data[0])
+    if hasattr(train_data, "shape") and len(train_data.shape) == 4:
+        return np.asarray(train_data)
+    return None
+
+
+def check_pretraining_run(mae, train_data, settings, run=None):
+    """Refuse a `pretrain` run that cannot train, before any work; its in-memory images.
+
+    Args:
+        mae, train_data: as `pretrain` takes them.
+        settings: a `keras_mae.recipes.defaults.PretrainSettings`.
+        run: the distribution runner, or None.
+
+    Returns:
+        The images of in-memory `train_data` (see `training_images`), or None
+        for a source.
+    """
+    if settings.epochs < 0:
+        raise ValueError(f"epochs must be 0 or more. Received: epochs={settings.epochs}")
+    check_pretraining_inputs(mae, train_data)
+    images = training_images(train_data)
+    if images is None and not hasattr(train_data, "num_classes"):
+        raise TypeError(
+            "train_data must be in-memory images (N, H, W, C), (images, labels), or a "
+            "source from keras_mae.data.load_source. Received: "
+            f"{type(train_data).__name__}"
+        )
+    if images is not None:
+        if len(images) < settings.batch_size:
+            raise ValueError(
+                f"{len(images)} training images are fewer than one batch of "
+                f"{settings.batch_size}: lower the batch size."
+            )
+        return images
+    if getattr(run, "kind", None) == "ddp":
+        raise ValueError(
+            "the torch DDP loop trains on in-memory images and cannot read a tf.data "
+            f"source ({type(train_data).__name__}): load the images into memory "
+            "(keras_mae.data.materialize(source).images, with the model's augmentation) "
+            "or use another distribution."
+        )
+    if getattr(mae, "augmentation", None) is not None:
+        raise ValueError(
+            "the tf.data pipeline already crops, flips and normalises a source; "
+            "build the MaskedAutoencoder without augmentation to train on it, or "
+            "give in-memory images."
+        )
+    return None
+
+
+def check_same_kind(train, test):
+    """Refuse train and test data of two kinds (arrays and a source)."""
+    if is_arrays(train) != is_arrays(test):
+        raise ValueError(
+            "train and test must be of one kind: both (images, labels) arrays or both "
+            "keras_mae.data.load_source sources."
+        )
 
 
 def name_damaged_files(*names):

@@ -1,8 +1,13 @@
-"""The recipes' default hyper-parameters, in one place.
+"""The recipes' settings and their defaults, in one place.
 
-`DEFAULTS[recipe]` are the defaults of `keras_mae.recipes.pretrain.pretrain`,
-`keras_mae.recipes.linear_probe.linear_probe` and
-`keras_mae.recipes.finetune.finetune`: the values of the paper (He et al., 2022,
+`PretrainSettings`, `ProbeSettings` and `FinetuneSettings` hold every setting of
+`keras_mae.recipes.pretrain.pretrain`, `keras_mae.recipes.linear_probe.linear_probe`
+and `keras_mae.recipes.finetune.finetune` (each argument but the model, the data,
+the augmentation layer and the callbacks), with its default: the recipe takes
+its defaults from them and hands its settings on as one such object.
+
+`DEFAULTS[recipe]` are the hyper-parameters among them that the examples expose
+as flags: the values of the paper (He et al., 2022,
 https://arxiv.org/abs/2111.06377) and of the official `main_pretrain.py`,
 `main_linprobe.py` and `main_finetune.py` (fine-tuning: the ViT-B recipe), with
 one exception: the batch size is 256 per step for every recipe, the reference
@@ -29,39 +34,107 @@ preset is named, and `SHORT_BUDGET` holds the settings of the short-budget
 recipe (`--recipe short`).
 """
 
+import dataclasses
 import math
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSettings:
+    """The settings of a `pretrain` run (see its arguments), with their defaults."""
+
+    epochs: int = 800
+    batch_size: int = 256
+    base_learning_rate: float = 1.5e-4
+    warmup_epochs: float = 40
+    weight_decay: float = 0.05
+    accumulation_steps: int | None = None
+    output_dir: str | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
+    image_every: int = 10
+    seed: int = 0
+    verbose: int = 2
+    allow_new_settings: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """The settings of a `linear_probe` run (see its arguments), with their defaults."""
+
+    pooling: str | tuple = "cls"
+    epochs: int = 90
+    batch_size: int = 256
+    # "auto": the best of PROBE_BASE_LEARNING_RATES (0.1 official) on a held-out
+    # tenth of the training split; see linear_probe.choose_base_learning_rate.
+    base_learning_rate: float | str | tuple = "auto"
+    warmup_epochs: int = 10
+    cache_features: bool = True
+    mean: tuple | None = None
+    std: tuple | None = None
+    crop_fraction: float = 1.0
+    seed: int = 0
+    verbose: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """The settings of a `finetune` run (see its arguments), with their defaults."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    base_learning_rate: float = 5e-4
+    layer_decay: float = 0.65
+    weight_decay: float = 0.05
+    drop_path_rate: float = 0.1
+    warmup_epochs: int = 5
+    randaugment_magnitude: float = 9
+    random_erasing: float = 0.25
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    label_smoothing: float = 0.1
+    image_shape: tuple | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
+    crop_fraction: float = 1.0
+    seed: int = 0
+    verbose: int = 0
+
+
+def official(settings, *names):
+    """`{name: default}` of the fields `names` of a settings class, in that order."""
+    return {name: getattr(settings, name) for name in names}
+
 
 DEFAULTS = {
     "pretrain": {
-        "epochs": 800,
-        "batch_size": 256,
-        "base_learning_rate": 1.5e-4,
-        "warmup_epochs": 40,
-        "weight_decay": 0.05,
+        **official(
+            PretrainSettings,
+            "epochs",
+            "batch_size",
+            "base_learning_rate",
+            "warmup_epochs",
+            "weight_decay",
+        ),
         "norm_pix_loss": True,
     },
-    "linear_probe": {
-        "epochs": 90,
-        "batch_size": 256,
-        # "auto": the best of PROBE_BASE_LEARNING_RATES (0.1 official) on a held-out
-        # tenth of the training split; see linear_probe.choose_base_learning_rate.
-        "base_learning_rate": "auto",
-        "warmup_epochs": 10,
-    },
-    "finetune": {
-        "epochs": 100,
-        "batch_size": 256,
-        "base_learning_rate": 5e-4,
-        "warmup_epochs": 5,
-        "weight_decay": 0.05,
-        "layer_decay": 0.65,
-        "drop_path_rate": 0.1,
-        "randaugment_magnitude": 9,
-        "mixup": 0.8,
-        "cutmix": 1.0,
-        "label_smoothing": 0.1,
-        "random_erasing": 0.25,
-    },
+    "linear_probe": official(
+        ProbeSettings, "epochs", "batch_size", "base_learning_rate", "warmup_epochs"
+    ),
+    "finetune": official(
+        FinetuneSettings,
+        "epochs",
+        "batch_size",
+        "base_learning_rate",
+        "warmup_epochs",
+        "weight_decay",
+        "layer_decay",
+        "drop_path_rate",
+        "randaugment_magnitude",
+        "mixup",
+        "cutmix",
+        "label_smoothing",
+        "random_erasing",
+    ),
 }
 
 DIGITS = {

@@ -34,8 +34,10 @@ from keras_mae.data.statistics import max_pixel_value
 from keras_mae.layers.token_pooling import TokenPooling
 from keras_mae.models.mae_encoder import MAEEncoder
 from keras_mae.recipes.augmentation import image_augmentation
+from keras_mae.recipes.checks import check_same_kind
 from keras_mae.recipes.checks import name_damaged_files
 from keras_mae.recipes.checks import recipe_encoder
+from keras_mae.recipes.defaults import FinetuneSettings
 from keras_mae.recipes.linear_probe import predict_with_labels
 from keras_mae.recipes.optimizers import layer_decay_optimizer
 from keras_mae.recipes.schedules import scaled_learning_rate
@@ -127,11 +129,14 @@ class AugmentedClassifier(keras.Model):
         seed: int or None, seed of the mixing.
 
     Example:
-    >>> model = AugmentedClassifier(build_classifier(encoder, 10), 10,
-    ...     image_augmentation(encoder.image_shape, max_value=255.0), mixup=0.8)
-    >>> model.compile(optimizer="adamw")
-    >>> model.fit({"images": uint8_images, "labels": labels}, batch_size=256)
-    >>> logits = model.predict(test_images)
+
+    ```python
+    model = AugmentedClassifier(build_classifier(encoder, 10), 10,
+        image_augmentation(encoder.image_shape, max_value=255.0), mixup=0.8)
+    model.compile(optimizer="adamw")
+    model.fit({"images": uint8_images, "labels": labels}, batch_size=256)
+    logits = model.predict(test_images)
+    ```
     """
 
     def __init__(
@@ -264,25 +269,25 @@ def finetune(
     encoder,
     train,
     test,
-    epochs=100,
-    batch_size=256,
-    base_learning_rate=5e-4,
-    layer_decay=0.65,
-    weight_decay=0.05,
-    drop_path_rate=0.1,
-    warmup_epochs=5,
-    randaugment_magnitude=9,
-    random_erasing=0.25,
-    mixup=0.8,
-    cutmix=1.0,
-    label_smoothing=0.1,
-    image_shape=None,
+    epochs=FinetuneSettings.epochs,
+    batch_size=FinetuneSettings.batch_size,
+    base_learning_rate=FinetuneSettings.base_learning_rate,
+    layer_decay=FinetuneSettings.layer_decay,
+    weight_decay=FinetuneSettings.weight_decay,
+    drop_path_rate=FinetuneSettings.drop_path_rate,
+    warmup_epochs=FinetuneSettings.warmup_epochs,
+    randaugment_magnitude=FinetuneSettings.randaugment_magnitude,
+    random_erasing=FinetuneSettings.random_erasing,
+    mixup=FinetuneSettings.mixup,
+    cutmix=FinetuneSettings.cutmix,
+    label_smoothing=FinetuneSettings.label_smoothing,
+    image_shape=FinetuneSettings.image_shape,
     augmentation=None,
-    mean=None,
-    std=None,
-    crop_fraction=1.0,
-    seed=0,
-    verbose=0,
+    mean=FinetuneSettings.mean,
+    std=FinetuneSettings.std,
+    crop_fraction=FinetuneSettings.crop_fraction,
+    seed=FinetuneSettings.seed,
+    verbose=FinetuneSettings.verbose,
     callbacks=None,
 ):
     """Fine-tune `encoder` on `train`, evaluate top-1 on `test`.
@@ -324,166 +329,184 @@ def finetune(
         `classifier` is the plain model) and `"history"`.
     """
     encoder = recipe_encoder(encoder, train, test, augmentation, "finetune")
-    in_memory = is_arrays(train)
-    if in_memory != is_arrays(test):
-        raise ValueError(
-            "train and test must be of one kind: both (images, labels) arrays or both "
-            "keras_mae.data.load_source sources."
-        )
-    if in_memory:
-        return finetune_arrays(
-            encoder,
-            check_arrays(train, "train"),
-            check_arrays(test, "test"),
-            epochs,
-            batch_size,
-            base_learning_rate,
-            layer_decay,
-            weight_decay,
-            drop_path_rate,
-            warmup_epochs,
-            randaugment_magnitude,
-            random_erasing,
-            mixup,
-            cutmix,
-            label_smoothing,
-            image_shape,
-            augmentation,
-            mean,
-            std,
-            seed,
-            verbose,
-            callbacks,
-        )
-    if augmentation is not None:
+    settings = FinetuneSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        base_learning_rate=base_learning_rate,
+        layer_decay=layer_decay,
+        weight_decay=weight_decay,
+        drop_path_rate=drop_path_rate,
+        warmup_epochs=warmup_epochs,
+        randaugment_magnitude=randaugment_magnitude,
+        random_erasing=random_erasing,
+        mixup=mixup,
+        cutmix=cutmix,
+        label_smoothing=label_smoothing,
+        image_shape=image_shape,
+        mean=mean,
+        std=std,
+        crop_fraction=crop_fraction,
+        seed=seed,
+        verbose=verbose,
+    )
+    check_same_kind(train, test)
+    if is_arrays(train):
+        train, test = check_arrays(train, "train"), check_arrays(test, "test")
+        model = augmented_classifier(encoder, train, test, augmentation, settings)
+    elif augmentation is not None:
         raise ValueError(
             "augmentation acts on in-memory (images, labels) arrays; a load_source "
             "source is augmented by the tf.data pipeline. Pass arrays, or leave "
             "augmentation=None."
         )
-    from keras_mae.data import eval_dataset
-    from keras_mae.data import finetune_augmentations
-    from keras_mae.data import train_dataset
-
-    model = build_classifier(encoder, train.num_classes, image_shape, drop_path_rate)
-    image_size = model.input_shape[1:3]
-    num_classes = train.num_classes
-    image_transform, batch_transform = finetune_augmentations(
-        num_classes, randaugment_magnitude, random_erasing, mixup, cutmix, label_smoothing, seed
-    )
-    dataset, steps = train_dataset(
-        train,
-        image_size,
-        batch_size,
-        epochs=epochs,
-        seed=seed,
-        scale=(0.08, 1.0),
-        mean=mean,
-        std=std,
-        with_labels=True,
-        one_hot=num_classes,
-        image_transform=image_transform,
-        batch_transform=batch_transform,
-    )
-    compile_classifier(
-        model,
-        model.get_layer(index=1).num_layers,
-        epochs,
-        steps,
-        batch_size,
-        base_learning_rate,
-        layer_decay,
-        weight_decay,
-        warmup_epochs,
-    )  # labels arrive smoothed (batch_transform)
-    history = model.fit(
-        dataset,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        shuffle=False,  # the stream is shuffled already; Keras would warn
-        verbose=verbose,
-        callbacks=callbacks,
-    )
-    test_data = eval_dataset(test, image_size, batch_size, crop_fraction, mean=mean, std=std)
-    return {"accuracy": top1(model, test_data), "model": model, "history": history.history}
+    else:
+        model = build_classifier(encoder, train.num_classes, image_shape, drop_path_rate)
+    inputs, steps = finetune_fit_inputs(model, train, settings)
+    compile_for_finetuning(model, steps, settings)
+    history = model.fit(**inputs, epochs=epochs, verbose=verbose, callbacks=callbacks)
+    accuracy = evaluate_top1(model, test, settings)
+    return {"accuracy": accuracy, "model": model, "history": history.history}
 
 
-def finetune_arrays(
-    encoder,
-    train,
-    test,
-    epochs,
-    batch_size,
-    base_learning_rate,
-    layer_decay,
-    weight_decay,
-    drop_path_rate,
-    warmup_epochs,
-    randaugment_magnitude,
-    random_erasing,
-    mixup,
-    cutmix,
-    label_smoothing,
-    image_shape,
-    augmentation,
-    mean,
-    std,
-    seed,
-    verbose,
-    callbacks,
-):
-    """`finetune` on in-memory arrays, augmentation and mixing inside the step."""
-    (images, labels), (test_images, test_labels) = train, test
+def augmented_classifier(encoder, train, test, augmentation, settings):
+    """The `AugmentedClassifier` of in-memory arrays: by default `image_augmentation`
+    with the settings' RandAugment, random erasing and normalisation."""
+    (images, labels), (_, test_labels) = train, test
     num_classes = int(max(labels.max(), test_labels.max())) + 1
-    classifier = build_classifier(encoder, num_classes, image_shape, drop_path_rate)
+    classifier = build_classifier(
+        encoder, num_classes, settings.image_shape, settings.drop_path_rate
+    )
     if augmentation is None:
         augmentation = image_augmentation(
             classifier.input_shape[1:],
             scale=(0.08, 1.0),
-            mean=mean,
-            std=std,
+            mean=settings.mean,
+            std=settings.std,
             max_value=max_pixel_value(images),
-            randaugment_magnitude=randaugment_magnitude,
-            random_erasing=random_erasing,
-            seed=seed,
+            randaugment_magnitude=settings.randaugment_magnitude,
+            random_erasing=settings.random_erasing,
+            seed=settings.seed,
             input_shape=images.shape[1:],
         )
-    elif randaugment_magnitude or random_erasing or mean is not None or std is not None:
+    elif (
+        settings.randaugment_magnitude
+        or settings.random_erasing
+        or settings.mean is not None
+        or settings.std is not None
+    ):
         raise ValueError(
             "with your own augmentation layer, put RandAugment, random erasing and the "
             "normalisation in it (see keras_mae.recipes.augmentation.image_augmentation) "
             "and pass randaugment_magnitude=0, random_erasing=0 and no mean or std. "
-            f"Received: randaugment_magnitude={randaugment_magnitude}, "
-            f"random_erasing={random_erasing}, mean={mean}, std={std}"
+            f"Received: randaugment_magnitude={settings.randaugment_magnitude}, "
+            f"random_erasing={settings.random_erasing}, mean={settings.mean}, "
+            f"std={settings.std}"
         )
-    model = AugmentedClassifier(
-        classifier, num_classes, augmentation, mixup, cutmix, label_smoothing, seed
+    return AugmentedClassifier(
+        classifier,
+        num_classes,
+        augmentation,
+        mixup=settings.mixup,
+        cutmix=settings.cutmix,
+        label_smoothing=settings.label_smoothing,
+        seed=settings.seed,
     )
-    steps = math.ceil(len(images) / batch_size)  # Keras keeps the last partial batch
+
+
+def finetune_fit_inputs(model, train, settings):
+    """`(fit arguments, steps per epoch)` for the training data `train` of `model`."""
+    if is_arrays(train):  # the augmentation and mixing run in the step (AugmentedClassifier)
+        images, labels = train
+        inputs = {
+            "x": {"images": images, "labels": labels},
+            "batch_size": settings.batch_size,
+            "shuffle": True,
+        }
+        return inputs, math.ceil(len(images) / settings.batch_size)  # the last partial batch kept
+    from keras_mae.data import finetune_augmentations
+    from keras_mae.data import train_dataset
+
+    image_transform, batch_transform = finetune_augmentations(
+        train.num_classes,
+        randaugment_magnitude=settings.randaugment_magnitude,
+        random_erasing=settings.random_erasing,
+        mixup=settings.mixup,
+        cutmix=settings.cutmix,
+        label_smoothing=settings.label_smoothing,
+        seed=settings.seed,
+    )
+    dataset, steps = train_dataset(
+        train,
+        model.input_shape[1:3],
+        settings.batch_size,
+        epochs=settings.epochs,
+        seed=settings.seed,
+        scale=(0.08, 1.0),
+        mean=settings.mean,
+        std=settings.std,
+        with_labels=True,
+        one_hot=train.num_classes,
+        image_transform=image_transform,
+        batch_transform=batch_transform,
+    )
+    # The stream is shuffled already (Keras would warn): its own shuffle stays off.
+    return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}, steps
+
+
+def compile_for_finetuning(model, steps_per_epoch, settings):
+    """Compile `model` with the official optimizer: an `AugmentedClassifier` with its
+    own loss (mixed, smoothed targets), a plain classifier with the cross-entropy on
+    the one-hot labels a source gives (smoothed already by its `batch_transform`)."""
+    if isinstance(model, AugmentedClassifier):
+        num_layers = model.classifier.get_layer(index=1).num_layers
+        model.compile(optimizer=optimizer_for(model, num_layers, steps_per_epoch, settings))
+    else:
+        num_layers = model.get_layer(index=1).num_layers
+        compile_with_settings(model, num_layers, steps_per_epoch, settings)
+
+
+def evaluate_top1(model, test, settings):
+    """Top-1 accuracy of the fine-tuned `model` on `test` (arrays or a source)."""
+    if is_arrays(test):
+        images, labels = test
+        logits = np.asarray(model.predict(images, batch_size=settings.batch_size, verbose=0))
+        return float((logits.argmax(-1) == labels).mean())
+    from keras_mae.data import eval_dataset
+
+    test_data = eval_dataset(
+        test,
+        model.input_shape[1:3],
+        settings.batch_size,
+        settings.crop_fraction,
+        mean=settings.mean,
+        std=settings.std,
+    )
+    return top1(model, test_data)
+
+
+def optimizer_for(model, num_layers, steps_per_epoch, settings):
+    """The official fine-tuning optimizer of `settings` (see `finetuning_optimizer`)."""
+    peak = scaled_learning_rate(settings.base_learning_rate, settings.batch_size)
+    warmup = min(settings.warmup_epochs, settings.epochs)
+    schedule = warmup_cosine_for(peak, settings.epochs, steps_per_epoch, warmup, 1e-6)
+    return layer_decay_optimizer(
+        model,
+        num_layers,
+        schedule,
+        layer_decay=settings.layer_decay,
+        weight_decay=settings.weight_decay,
+    )
+
+
+def compile_with_settings(model, num_layers, steps_per_epoch, settings, label_smoothing=0.0):
+    """`compile_classifier` with the optimisation of `settings` (a `FinetuneSettings`)."""
     model.compile(
-        optimizer=finetuning_optimizer(
-            model,
-            classifier.get_layer(index=1).num_layers,
-            epochs,
-            steps,
-            batch_size,
-            base_learning_rate,
-            layer_decay,
-            weight_decay,
-            warmup_epochs,
-        )
+        optimizer=optimizer_for(model, num_layers, steps_per_epoch, settings),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        ),
+        metrics=["accuracy"],
     )
-    history = model.fit(
-        {"images": images, "labels": labels},
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        verbose=verbose,
-        callbacks=callbacks,
-    )
-    logits = np.asarray(model.predict(test_images, batch_size=batch_size, verbose=0))
-    accuracy = float((logits.argmax(-1) == test_labels).mean())
-    return {"accuracy": accuracy, "model": model, "history": history.history}
 
 
 def finetuning_optimizer(
@@ -492,18 +515,22 @@ def finetuning_optimizer(
     epochs,
     steps_per_epoch,
     batch_size,
-    base_learning_rate=5e-4,
-    layer_decay=0.65,
-    weight_decay=0.05,
-    warmup_epochs=5,
+    base_learning_rate=FinetuneSettings.base_learning_rate,
+    layer_decay=FinetuneSettings.layer_decay,
+    weight_decay=FinetuneSettings.weight_decay,
+    warmup_epochs=FinetuneSettings.warmup_epochs,
 ):
     """Layer-decayed AdamW over a ViT of `num_layers` blocks, lr = blr x batch / 256,
     warmup + cosine to 1e-6 (the official fine-tuning optimizer)."""
-    peak = scaled_learning_rate(base_learning_rate, batch_size)
-    schedule = warmup_cosine_for(peak, epochs, steps_per_epoch, min(warmup_epochs, epochs), 1e-6)
-    return layer_decay_optimizer(
-        model, num_layers, schedule, layer_decay=layer_decay, weight_decay=weight_decay
+    settings = FinetuneSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        base_learning_rate=base_learning_rate,
+        layer_decay=layer_decay,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
     )
+    return optimizer_for(model, num_layers, steps_per_epoch, settings)
 
 
 def compile_classifier(
@@ -512,10 +539,10 @@ def compile_classifier(
     epochs,
     steps_per_epoch,
     batch_size,
-    base_learning_rate=5e-4,
-    layer_decay=0.65,
-    weight_decay=0.05,
-    warmup_epochs=5,
+    base_learning_rate=FinetuneSettings.base_learning_rate,
+    layer_decay=FinetuneSettings.layer_decay,
+    weight_decay=FinetuneSettings.weight_decay,
+    warmup_epochs=FinetuneSettings.warmup_epochs,
     label_smoothing=0.0,
 ):
     """Compile `model` with the official fine-tuning optimizer and loss.
@@ -524,23 +551,15 @@ def compile_classifier(
     256 with warmup + cosine to 1e-6, and cross-entropy on one-hot labels (with
     `label_smoothing`, unless the labels come smoothed already).
     """
-    model.compile(
-        optimizer=finetuning_optimizer(
-            model,
-            num_layers,
-            epochs,
-            steps_per_epoch,
-            batch_size,
-            base_learning_rate,
-            layer_decay,
-            weight_decay,
-            warmup_epochs,
-        ),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=label_smoothing
-        ),
-        metrics=["accuracy"],
+    settings = FinetuneSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        base_learning_rate=base_learning_rate,
+        layer_decay=layer_decay,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
     )
+    compile_with_settings(model, num_layers, steps_per_epoch, settings, label_smoothing)
 
 
 def top1(model, dataset):

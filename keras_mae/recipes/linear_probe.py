@@ -34,6 +34,7 @@ there are. The test split plays no part in the choice.
 """
 
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -43,9 +44,11 @@ from keras_mae.data.arrays import is_arrays
 from keras_mae.data.statistics import max_pixel_value
 from keras_mae.layers.token_pooling import TokenPooling
 from keras_mae.recipes.augmentation import image_augmentation
+from keras_mae.recipes.checks import check_same_kind
 from keras_mae.recipes.checks import name_damaged_files
 from keras_mae.recipes.checks import recipe_encoder
 from keras_mae.recipes.defaults import PROBE_BASE_LEARNING_RATES
+from keras_mae.recipes.defaults import ProbeSettings
 from keras_mae.recipes.optimizers import LARS
 from keras_mae.recipes.schedules import scaled_learning_rate
 from keras_mae.recipes.schedules import warmup_cosine_for
@@ -172,16 +175,23 @@ def probe_on_features(
     x_test,
     y_test,
     num_classes,
-    epochs=90,
-    batch_size=256,
+    epochs=ProbeSettings.epochs,
+    batch_size=ProbeSettings.batch_size,
     base_learning_rate=0.1,
-    warmup_epochs=10,
-    verbose=0,
+    warmup_epochs=ProbeSettings.warmup_epochs,
+    verbose=ProbeSettings.verbose,
 ):
     """Train the probe head on cached features; returns `(accuracy, head, history)`."""
     steps = int(np.ceil(len(x_train) / batch_size))
     head = probe_head(num_classes)
-    compile_probe(head, lars_for(epochs, steps, batch_size, base_learning_rate, warmup_epochs))
+    optimizer = lars_for(
+        epochs,
+        steps,
+        batch_size,
+        base_learning_rate=base_learning_rate,
+        warmup_epochs=warmup_epochs,
+    )
+    compile_probe(head, optimizer)
     history = head.fit(
         x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose
     )
@@ -209,9 +219,9 @@ def choose_base_learning_rate(
     labels,
     num_classes,
     rates=None,
-    epochs=90,
-    batch_size=256,
-    warmup_epochs=10,
+    epochs=ProbeSettings.epochs,
+    batch_size=ProbeSettings.batch_size,
+    warmup_epochs=ProbeSettings.warmup_epochs,
     fraction=0.1,
     seed=0,
 ):
@@ -250,10 +260,10 @@ def choose_base_learning_rate(
             features[held],
             labels[held],
             num_classes,
-            epochs,
-            min(batch_size, len(train)),
-            rate,
-            warmup_epochs,
+            epochs=epochs,
+            batch_size=min(batch_size, len(train)),
+            base_learning_rate=rate,
+            warmup_epochs=warmup_epochs,
         )
     best = max(scores.values())
     return min(rate for rate, score in scores.items() if score == best), scores
@@ -263,23 +273,33 @@ def as_tuple(value):
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
+class ProbeData(NamedTuple):
+    """The data of a probe run, checked: `train` and `test` (arrays or sources),
+    `num_classes`, and for arrays the augmentation (None for sources)."""
+
+    train: object
+    test: object
+    num_classes: int
+    augmentation: object
+
+
 @name_damaged_files("train", "test")
 def linear_probe(
     encoder,
     train,
     test,
-    pooling="cls",
-    epochs=90,
-    batch_size=256,
-    base_learning_rate="auto",
-    warmup_epochs=10,
-    cache_features=True,
+    pooling=ProbeSettings.pooling,
+    epochs=ProbeSettings.epochs,
+    batch_size=ProbeSettings.batch_size,
+    base_learning_rate=ProbeSettings.base_learning_rate,
+    warmup_epochs=ProbeSettings.warmup_epochs,
+    cache_features=ProbeSettings.cache_features,
     augmentation=None,
-    mean=None,
-    std=None,
-    crop_fraction=1.0,
-    seed=0,
-    verbose=0,
+    mean=ProbeSettings.mean,
+    std=ProbeSettings.std,
+    crop_fraction=ProbeSettings.crop_fraction,
+    seed=ProbeSettings.seed,
+    verbose=ProbeSettings.verbose,
 ):
     """Train and evaluate the official linear probe of `encoder`.
 
@@ -320,114 +340,38 @@ def linear_probe(
         (poolings outer).
     """
     encoder = recipe_encoder(encoder, train, test, augmentation, "linear_probe")
-    poolings, rates = as_tuple(pooling), as_tuple(base_learning_rate)
-    auto = "auto" in rates
-    if auto and len(rates) > 1:
-        raise ValueError(
-            f"base_learning_rate={base_learning_rate!r} mixes 'auto' with rates: give "
-            "'auto' alone (it tries "
-            + ", ".join(map(str, PROBE_BASE_LEARNING_RATES))
-            + ") or a list of rates."
-        )
-    for name in poolings:
-        TokenPooling(name)  # validates the name
-    in_memory = is_arrays(train)
-    if in_memory != is_arrays(test):
-        raise ValueError(
-            "train and test must be of one kind: both (images, labels) arrays or both "
-            "keras_mae.data.load_source sources."
-        )
-    if in_memory:
-        train, test = check_arrays(train, "train"), check_arrays(test, "test")
-        num_classes = int(max(train[1].max(), test[1].max())) + 1
-        if augmentation is None:
-            augmentation = image_augmentation(
-                encoder.image_shape,
-                scale=(0.08, 1.0),
-                mean=mean,
-                std=std,
-                max_value=max_pixel_value(train[0]),
-                seed=seed,
-                input_shape=train[0].shape[1:],
-            )
-        elif mean is not None or std is not None:
-            raise ValueError(
-                "give either an augmentation layer (which normalises) or mean and std "
-                "for the default one, not both."
-            )
-    else:
-        if augmentation is not None:
-            raise ValueError(
-                "augmentation acts on in-memory (images, labels) arrays; a "
-                "load_source source is cropped, flipped and normalised by the tf.data "
-                "pipeline. Pass arrays, or leave augmentation=None."
-            )
-        num_classes = train.num_classes
-    results = []
-    chosen = {}  # pooling -> (rate, held-out accuracies), for "auto"
+    settings = ProbeSettings(
+        pooling=pooling,
+        epochs=epochs,
+        batch_size=batch_size,
+        base_learning_rate=base_learning_rate,
+        warmup_epochs=warmup_epochs,
+        cache_features=cache_features,
+        mean=mean,
+        std=std,
+        crop_fraction=crop_fraction,
+        seed=seed,
+        verbose=verbose,
+    )
+    auto = check_probe_settings(settings)
+    check_same_kind(train, test)
+    data = probe_data(encoder, train, test, augmentation, settings)
+    train_features, chosen = None, {}  # chosen: pooling -> (rate, held-out accuracies)
     if auto:
-        f_train, y_train = encoder_features(
-            encoder, train, poolings, batch_size, augmentation, crop_fraction, mean, std
-        )
-        for name in poolings:
-            chosen[name] = choose_base_learning_rate(
-                f_train[name],
-                y_train,
-                num_classes,
-                epochs=epochs,
-                batch_size=batch_size,
-                warmup_epochs=warmup_epochs,
-                seed=seed,
-            )
+        train_features = split_features(encoder, data.train, data, settings)
+        chosen = choose_rates(train_features, data.num_classes, settings)
+    grid = [  # (pooling, base learning rate) pairs, poolings outer
+        (name, rate)
+        for name in as_tuple(pooling)
+        for rate in ((chosen[name][0],) if auto else as_tuple(base_learning_rate))
+    ]
     if cache_features:
-        features = {}
-        for split, data in (("train", train), ("test", test)):
-            if split == "train" and auto:
-                features[split] = (f_train, y_train)
-                continue
-            features[split] = encoder_features(
-                encoder, data, poolings, batch_size, augmentation, crop_fraction, mean, std
-            )
-        (f_train, y_train), (f_test, y_test) = features["train"], features["test"]
-        for name in poolings:
-            for rate in (chosen[name][0],) if auto else rates:
-                keras.utils.set_random_seed(seed)
-                accuracy, model, history = probe_on_features(
-                    f_train[name],
-                    y_train,
-                    f_test[name],
-                    y_test,
-                    num_classes,
-                    epochs,
-                    batch_size,
-                    rate,
-                    warmup_epochs,
-                    verbose,
-                )
-                results.append(result(accuracy, model, history.history, name, rate))
+        results = probe_cached_features(encoder, data, grid, settings, train_features)
     else:
-        for name in poolings:
-            for rate in (chosen[name][0],) if auto else rates:
-                keras.utils.set_random_seed(seed)
-                results.append(
-                    train_probe_model(
-                        encoder,
-                        train,
-                        test,
-                        num_classes,
-                        name,
-                        epochs,
-                        batch_size,
-                        rate,
-                        warmup_epochs,
-                        augmentation,
-                        mean,
-                        std,
-                        crop_fraction,
-                        seed,
-                        verbose,
-                    )
-                )
+        results = []
+        for name, rate in grid:
+            keras.utils.set_random_seed(seed)
+            results.append(train_probe_model(encoder, data, name, rate, settings))
     for entry in results:
         if auto:
             entry["held_out_accuracy"] = chosen[entry["pooling"]][1]
@@ -436,6 +380,108 @@ def linear_probe(
     ):
         return results
     return results[0]
+
+
+def check_probe_settings(settings):
+    """Refuse a pooling name, or `"auto"` mixed with rates; whether the rate is `"auto"`."""
+    rates = as_tuple(settings.base_learning_rate)
+    auto = "auto" in rates
+    if auto and len(rates) > 1:
+        raise ValueError(
+            f"base_learning_rate={settings.base_learning_rate!r} mixes 'auto' with rates: "
+            "give 'auto' alone (it tries "
+            + ", ".join(map(str, PROBE_BASE_LEARNING_RATES))
+            + ") or a list of rates."
+        )
+    for name in as_tuple(settings.pooling):
+        TokenPooling(name)  # validates the name
+    return auto
+
+
+def probe_data(encoder, train, test, augmentation, settings):
+    """The checked `ProbeData`; for arrays, the default augmentation when none is given."""
+    if not is_arrays(train):
+        if augmentation is not None:
+            raise ValueError(
+                "augmentation acts on in-memory (images, labels) arrays; a "
+                "load_source source is cropped, flipped and normalised by the tf.data "
+                "pipeline. Pass arrays, or leave augmentation=None."
+            )
+        return ProbeData(train, test, train.num_classes, None)
+    train, test = check_arrays(train, "train"), check_arrays(test, "test")
+    num_classes = int(max(train[1].max(), test[1].max())) + 1
+    if augmentation is None:
+        augmentation = image_augmentation(
+            encoder.image_shape,
+            scale=(0.08, 1.0),
+            mean=settings.mean,
+            std=settings.std,
+            max_value=max_pixel_value(train[0]),
+            seed=settings.seed,
+            input_shape=train[0].shape[1:],
+        )
+    elif settings.mean is not None or settings.std is not None:
+        raise ValueError(
+            "give either an augmentation layer (which normalises) or mean and std "
+            "for the default one, not both."
+        )
+    return ProbeData(train, test, num_classes, augmentation)
+
+
+def split_features(encoder, split, data, settings):
+    """`encoder_features` of one split, every pooling, with the evaluation transform."""
+    return encoder_features(
+        encoder,
+        split,
+        as_tuple(settings.pooling),
+        batch_size=settings.batch_size,
+        augmentation=data.augmentation,
+        crop_fraction=settings.crop_fraction,
+        mean=settings.mean,
+        std=settings.std,
+    )
+
+
+def choose_rates(train_features, num_classes, settings):
+    """`{pooling: (rate, held-out accuracies)}`: `choose_base_learning_rate` per pooling."""
+    features, labels = train_features
+    return {
+        name: choose_base_learning_rate(
+            features[name],
+            labels,
+            num_classes,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            warmup_epochs=settings.warmup_epochs,
+            seed=settings.seed,
+        )
+        for name in as_tuple(settings.pooling)
+    }
+
+
+def probe_cached_features(encoder, data, grid, settings, train_features=None):
+    """A probe per `(pooling, rate)` of `grid`, trained on cached features."""
+    if train_features is None:
+        train_features = split_features(encoder, data.train, data, settings)
+    f_train, y_train = train_features
+    f_test, y_test = split_features(encoder, data.test, data, settings)
+    results = []
+    for name, rate in grid:
+        keras.utils.set_random_seed(settings.seed)
+        accuracy, model, history = probe_on_features(
+            f_train[name],
+            y_train,
+            f_test[name],
+            y_test,
+            data.num_classes,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            base_learning_rate=rate,
+            warmup_epochs=settings.warmup_epochs,
+            verbose=settings.verbose,
+        )
+        results.append(result(accuracy, model, history.history, name, rate))
+    return results
 
 
 def result(accuracy, model, history, pooling, base_learning_rate):
@@ -449,58 +495,70 @@ def result(accuracy, model, history, pooling, base_learning_rate):
     }
 
 
-def train_probe_model(
-    encoder,
-    train,
-    test,
-    num_classes,
-    pooling,
-    epochs,
-    batch_size,
-    base_learning_rate,
-    warmup_epochs,
-    augmentation,
-    mean,
-    std,
-    crop_fraction,
-    seed,
-    verbose,
-):
+def train_probe_model(encoder, data, pooling, base_learning_rate, settings):
     """The probe trained end to end on augmented images (the encoder stays frozen)."""
-    if augmentation is not None:  # in-memory arrays: augmentation inside the step
-        (images, labels), (test_images, test_labels) = train, test
+    if data.augmentation is not None:  # in-memory arrays: augmentation inside the step
+        images = data.train[0]
         model = build_linear_probe(
-            encoder, num_classes, pooling, augmentation, images.shape[1:], str(images.dtype)
+            encoder,
+            data.num_classes,
+            pooling,
+            data.augmentation,
+            input_shape=images.shape[1:],
+            input_dtype=str(images.dtype),
         )
-        steps = math.ceil(len(images) / batch_size)
-        optimizer = lars_for(epochs, steps, batch_size, base_learning_rate, warmup_epochs)
-        compile_probe(model, optimizer)
-        history = model.fit(
-            images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose
-        )
-        _, accuracy = model.evaluate(test_images, test_labels, batch_size=batch_size, verbose=0)
     else:
-        from keras_mae.data import eval_dataset
-        from keras_mae.data import train_dataset
-
-        image_size = encoder.input_shape[1:3]
-        model = build_linear_probe(encoder, num_classes, pooling)
-        dataset, steps = train_dataset(
-            train,
-            image_size,
-            batch_size,
-            epochs=epochs,
-            seed=seed,
-            scale=(0.08, 1.0),
-            mean=mean,
-            std=std,
-            with_labels=True,
-        )
-        optimizer = lars_for(epochs, steps, batch_size, base_learning_rate, warmup_epochs)
-        compile_probe(model, optimizer)
-        history = model.fit(
-            dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=verbose
-        )
-        test_data = eval_dataset(test, image_size, batch_size, crop_fraction, mean=mean, std=std)
-        _, accuracy = model.evaluate(test_data, verbose=0)
+        model = build_linear_probe(encoder, data.num_classes, pooling)
+    inputs, steps = probe_fit_inputs(encoder, data, settings)
+    optimizer = lars_for(
+        settings.epochs,
+        steps,
+        settings.batch_size,
+        base_learning_rate=base_learning_rate,
+        warmup_epochs=settings.warmup_epochs,
+    )
+    compile_probe(model, optimizer)
+    history = model.fit(**inputs, epochs=settings.epochs, verbose=settings.verbose)
+    _, accuracy = model.evaluate(**probe_test_inputs(encoder, data, settings), verbose=0)
     return result(accuracy, model, history.history, pooling, base_learning_rate)
+
+
+def probe_fit_inputs(encoder, data, settings):
+    """`(fit arguments, steps per epoch)` for the training split of `data`."""
+    if data.augmentation is not None:  # arrays: Keras shuffles, keeps the last partial batch
+        images, labels = data.train
+        inputs = {"x": images, "y": labels, "batch_size": settings.batch_size, "shuffle": True}
+        return inputs, math.ceil(len(images) / settings.batch_size)
+    from keras_mae.data import train_dataset
+
+    dataset, steps = train_dataset(
+        data.train,
+        encoder.input_shape[1:3],
+        settings.batch_size,
+        epochs=settings.epochs,
+        seed=settings.seed,
+        scale=(0.08, 1.0),
+        mean=settings.mean,
+        std=settings.std,
+        with_labels=True,
+    )
+    # The stream is shuffled by (seed, epoch) already: Keras' own shuffle stays off.
+    return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}, steps
+
+
+def probe_test_inputs(encoder, data, settings):
+    """The `evaluate` arguments for the test split of `data`."""
+    if data.augmentation is not None:
+        images, labels = data.test
+        return {"x": images, "y": labels, "batch_size": settings.batch_size}
+    from keras_mae.data import eval_dataset
+
+    test_data = eval_dataset(
+        data.test,
+        encoder.input_shape[1:3],
+        settings.batch_size,
+        settings.crop_fraction,
+        mean=settings.mean,
+        std=settings.std,
+    )
+    return {"x": test_data}

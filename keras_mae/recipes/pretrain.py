@@ -33,6 +33,7 @@ normalisation). A call whose settings differ is refused before any work with a
 settings instead, printing what changes.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -42,50 +43,42 @@ import numpy as np
 
 from keras_mae.data.arrays import EpochBatches
 from keras_mae.data.arrays import fingerprint
-from keras_mae.data.arrays import is_arrays
 from keras_mae.data.statistics import default_mean_std
 from keras_mae.recipes.callbacks import pretraining_callbacks
 from keras_mae.recipes.callbacks import read_checkpoint_state
 from keras_mae.recipes.callbacks import remove_temporary_files
 from keras_mae.recipes.callbacks import restore_checkpoint
 from keras_mae.recipes.callbacks import save_model_atomically
-from keras_mae.recipes.checks import check_pretraining_inputs
+from keras_mae.recipes.checks import check_pretraining_run
 from keras_mae.recipes.checks import name_damaged_files
+from keras_mae.recipes.checks import training_images  # noqa: F401 (keras_mae.recipes.pretrain's)
+from keras_mae.recipes.defaults import PretrainSettings
 from keras_mae.recipes.optimizers import pretraining_optimizer
 from keras_mae.recipes.schedules import scaled_learning_rate
 from keras_mae.recipes.schedules import warmup_cosine_for
-
-
-def training_images(train_data):
-    """The images of in-memory `train_data` (an array, or `(images, labels)`), or None."""
-    if is_arrays(train_data):
-        return np.asarray(train_data[0])
-    if hasattr(train_data, "shape") and len(train_data.shape) == 4:
-        return np.asarray(train_data)
-    return None
 
 
 @name_damaged_files("train_data")
 def pretrain(
     mae,
     train_data,
-    epochs=800,
-    batch_size=256,
-    base_learning_rate=1.5e-4,
-    warmup_epochs=40,
-    weight_decay=0.05,
-    accumulation_steps=None,
-    output_dir=None,
+    epochs=PretrainSettings.epochs,
+    batch_size=PretrainSettings.batch_size,
+    base_learning_rate=PretrainSettings.base_learning_rate,
+    warmup_epochs=PretrainSettings.warmup_epochs,
+    weight_decay=PretrainSettings.weight_decay,
+    accumulation_steps=PretrainSettings.accumulation_steps,
+    output_dir=PretrainSettings.output_dir,
     held_out_images=None,
-    mean=None,
-    std=None,
-    image_every=10,
+    mean=PretrainSettings.mean,
+    std=PretrainSettings.std,
+    image_every=PretrainSettings.image_every,
     validation_data=None,
-    seed=0,
-    verbose=2,
+    seed=PretrainSettings.seed,
+    verbose=PretrainSettings.verbose,
     callbacks=None,
     run=None,
-    allow_new_settings=False,
+    allow_new_settings=PretrainSettings.allow_new_settings,
 ):
     """Pre-train `mae` on `train_data`, resumably; save `mae.keras` and `encoder.keras`.
 
@@ -136,121 +129,29 @@ def pretrain(
         `"peak_learning_rate"`, `"history"` (Keras' history of this call) and,
         when it trained, `"first_loss"` and `"last_loss"`.
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be 0 or more. Received: epochs={epochs}")
-    check_pretraining_inputs(mae, train_data)
-    images = training_images(train_data)
-    if images is None and not hasattr(train_data, "num_classes"):
-        raise TypeError(
-            "train_data must be in-memory images (N, H, W, C), (images, labels), or a "
-            "source from keras_mae.data.load_source. Received: "
-            f"{type(train_data).__name__}"
-        )
-    if images is not None:
-        if len(images) < batch_size:
-            raise ValueError(
-                f"{len(images)} training images are fewer than one batch of {batch_size}: "
-                "lower the batch size."
-            )
-        steps = len(images) // batch_size  # full batches, as EpochBatches feeds them
-    else:
-        if getattr(run, "kind", None) == "ddp":
-            raise ValueError(
-                "the torch DDP loop trains on in-memory images and cannot read a tf.data "
-                f"source ({type(train_data).__name__}): load the images into memory "
-                "(keras_mae.data.materialize(source).images, with the model's augmentation) "
-                "or use another distribution."
-            )
-        if getattr(mae, "augmentation", None) is not None:
-            raise ValueError(
-                "the tf.data pipeline already crops, flips and normalises a source; "
-                "build the MaskedAutoencoder without augmentation to train on it, or "
-                "give in-memory images."
-            )
-        if mean is None or std is None:
-            mean, std = default_mean_std(mae.image_shape[-1])  # the pipeline's default
-        steps = len(train_data) // batch_size
-        if steps < 1:
-            raise ValueError(
-                f"batch_size={batch_size} is larger than the {len(train_data)} training images."
-            )
-    settings = run_settings(
-        mae,
-        train_data if images is None else images,
+    settings = PretrainSettings(
         epochs=epochs,
         batch_size=batch_size,
         base_learning_rate=base_learning_rate,
         warmup_epochs=warmup_epochs,
         weight_decay=weight_decay,
         accumulation_steps=accumulation_steps,
+        output_dir=output_dir,
+        mean=mean,
+        std=std,
+        image_every=image_every,
         seed=seed,
-        mean=None if images is not None else mean,
-        std=None if images is not None else std,
+        verbose=verbose,
+        allow_new_settings=allow_new_settings,
     )
-    checkpoint = None if output_dir is None else os.path.join(output_dir, "checkpoint")
-    changes = []
-    if checkpoint is not None:
-        state = read_checkpoint_state(checkpoint)
-        done = state["epoch"] if state else 0
-        if done > epochs:
-            raise ValueError(
-                f"the checkpoint in {checkpoint!r} holds {done} epochs, more than "
-                f"epochs={epochs}: ask for {done} or more epochs to continue it, or use "
-                "another output directory to start afresh."
-            )
-        if state and state.get("settings") is not None:
-            changes = settings_differences(state["settings"], settings)
-            if changes and not allow_new_settings:
-                raise ValueError(
-                    f"the checkpoint in {checkpoint!r} (epoch {done}) was written with other "
-                    "settings than this run's:\n"
-                    + "\n".join(f"  {line}" for line in changes)
-                    + "\nNothing was changed. To start afresh with these settings, use another "
-                    "--output-dir; to go on from the checkpoint with the new settings, pass "
-                    "--continue-with-new-settings (pretrain(..., allow_new_settings=True)); "
-                    "to resume it as it was, run with the settings it records."
-                )
-    effective_batch = batch_size * (accumulation_steps or 1)
-    peak = scaled_learning_rate(base_learning_rate, effective_batch)
-    schedule = warmup_cosine_for(peak, epochs, steps, min(warmup_epochs, epochs))
-    mae.compile(
-        optimizer=pretraining_optimizer(
-            mae,
-            schedule,
-            weight_decay=weight_decay,
-            gradient_accumulation_steps=accumulation_steps,
-        )
-    )
-    initial_epoch = 0
-    if output_dir is not None:
-        os.makedirs(output_dir, exist_ok=True)
-        remove_temporary_files(output_dir, ("mae.keras", "encoder.keras"))
-        initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
-        if changes:
-            print(
-                f"continuing the checkpoint in {checkpoint} (epoch {initial_epoch}) with new "
-                "settings:\n" + "\n".join(f"  {line}" for line in changes),
-                flush=True,
-            )
-            iterations = int(keras.ops.convert_to_numpy(mae.optimizer.iterations))
-            if iterations != initial_epoch * steps:
-                # The schedule counts optimizer steps: go on at epoch initial_epoch of it.
-                mae.optimizer.iterations.assign(initial_epoch * steps)
-                print(
-                    f"  optimizer step count: {iterations} -> {initial_epoch * steps} "
-                    f"(epoch {initial_epoch} of the new schedule, {steps} steps per epoch)",
-                    flush=True,
-                )
-        elif initial_epoch and verbose:
-            print(f"resuming from {checkpoint} after epoch {initial_epoch}", flush=True)
-    callbacks = list(callbacks or [])
-    if output_dir is not None:
-        callbacks = (
-            pretraining_callbacks(
-                output_dir, held_out_images, mean, std, image_every, settings=settings
-            )
-            + callbacks
-        )
+    images = check_pretraining_run(mae, train_data, settings, run)
+    data = train_data if images is None else images
+    settings, steps = with_data_defaults(mae, data, settings)
+    recorded = recorded_settings(mae, data, settings)
+    checkpoint, changes = checkpoint_changes(recorded, settings)
+    peak = compile_for_pretraining(mae, settings, steps)
+    initial_epoch = restore_run(mae, checkpoint, changes, steps, settings)
+    callbacks = run_callbacks(settings, held_out_images, recorded, callbacks)
     summary = {
         "initial_epoch": initial_epoch,
         "epochs": initial_epoch,
@@ -260,74 +161,225 @@ def pretrain(
         "history": {},
     }
     if epochs > initial_epoch:
-        fit = run.fit if run is not None else fit_model
-        start = time.time()
-        if images is not None and getattr(run, "kind", "none") == "ddp":
-            history = fit(  # the DDP loop orders and shards the arrays itself
-                mae,
-                images,
-                batch_size=batch_size,
-                epochs=epochs,
-                verbose=verbose,
-                validation_data=validation_data,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                seed=seed,  # epoch e's order: epoch_order(N, seed, e), as EpochBatches
-            )
-        elif images is not None:
-            batches = EpochBatches(images, batch_size, epochs, initial_epoch, seed=seed)
-            history = fit(
-                mae,
-                batches,
-                batch_size=None,
-                epochs=epochs,
-                verbose=verbose,
-                validation_data=validation_data,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps,
-                shuffle=False,
-                callbacks=callbacks,
-            )
-        else:
-            from keras_mae.data import train_dataset
-
-            dataset, steps = train_dataset(
-                train_data,
-                mae.image_shape[:2],
-                batch_size,
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                seed=seed,
-                mean=mean,
-                std=std,
-            )
-            history = fit(
-                mae,
-                dataset,
-                batch_size=None,
-                epochs=epochs,
-                verbose=verbose,
-                validation_data=validation_data,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps,
-                shuffle=False,  # the stream is ordered by (seed, epoch)
-                callbacks=callbacks,
-            )
-        losses = history.history.get("loss", [])
         summary.update(
-            seconds=time.time() - start,
-            epochs=initial_epoch + len(losses),
-            history=history.history,
+            fit_epochs(
+                mae,
+                data,
+                settings,
+                initial_epoch,
+                run=run,
+                validation_data=validation_data,
+                callbacks=callbacks,
+            )
         )
-        if losses:
-            summary.update(first_loss=float(losses[0]), last_loss=float(losses[-1]))
     if output_dir is not None:
-        recovery = (
-            f"the checkpoint in {checkpoint!r} is intact: run the same command again to write it."
-        )
-        save_model_atomically(mae, os.path.join(output_dir, "mae.keras"), recovery)
-        save_model_atomically(mae.encoder, os.path.join(output_dir, "encoder.keras"), recovery)
+        save_models(mae, output_dir, checkpoint)
     return summary
+
+
+def with_data_defaults(mae, data, settings):
+    """`(settings, steps per epoch)`: a source's steps, and its normalisation made explicit.
+
+    The tf.data pipeline normalises a source, by default with `default_mean_std`;
+    in-memory images keep `mean` and `std` as given (only the pictures use them).
+    """
+    if isinstance(data, np.ndarray):
+        return settings, len(
+            data
+        ) // settings.batch_size  # full batches, as EpochBatches feeds them
+    if settings.mean is None or settings.std is None:
+        mean, std = default_mean_std(mae.image_shape[-1])  # the pipeline's default
+        settings = dataclasses.replace(settings, mean=mean, std=std)
+    steps = len(data) // settings.batch_size
+    if steps < 1:
+        raise ValueError(
+            f"batch_size={settings.batch_size} is larger than the {len(data)} training images."
+        )
+    return settings, steps
+
+
+def recorded_settings(mae, data, settings):
+    """What the checkpoint records of this run (`run_settings` of its settings)."""
+    in_memory = isinstance(data, np.ndarray)
+    return run_settings(
+        mae,
+        data,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        base_learning_rate=settings.base_learning_rate,
+        warmup_epochs=settings.warmup_epochs,
+        weight_decay=settings.weight_decay,
+        accumulation_steps=settings.accumulation_steps,
+        seed=settings.seed,
+        mean=None if in_memory else settings.mean,
+        std=None if in_memory else settings.std,
+    )
+
+
+def checkpoint_changes(recorded, settings):
+    """`(checkpoint directory or None, [changed setting, ...])`, refusing what cannot go on.
+
+    A checkpoint of more epochs than the run's, or of other settings without
+    `allow_new_settings`, is refused with a `ValueError` before any work.
+    """
+    if settings.output_dir is None:
+        return None, []
+    checkpoint = os.path.join(settings.output_dir, "checkpoint")
+    state = read_checkpoint_state(checkpoint)
+    done = state["epoch"] if state else 0
+    if done > settings.epochs:
+        raise ValueError(
+            f"the checkpoint in {checkpoint!r} holds {done} epochs, more than "
+            f"epochs={settings.epochs}: ask for {done} or more epochs to continue it, or use "
+            "another output directory to start afresh."
+        )
+    if not (state and state.get("settings") is not None):
+        return checkpoint, []
+    changes = settings_differences(state["settings"], recorded)
+    if changes and not settings.allow_new_settings:
+        raise ValueError(
+            f"the checkpoint in {checkpoint!r} (epoch {done}) was written with other "
+            "settings than this run's:\n"
+            + "\n".join(f"  {line}" for line in changes)
+            + "\nNothing was changed. To start afresh with these settings, use another "
+            "--output-dir; to go on from the checkpoint with the new settings, pass "
+            "--continue-with-new-settings (pretrain(..., allow_new_settings=True)); "
+            "to resume it as it was, run with the settings it records."
+        )
+    return checkpoint, changes
+
+
+def compile_for_pretraining(mae, settings, steps):
+    """Compile `mae` with the official optimizer and schedule; returns the peak lr."""
+    effective_batch = settings.batch_size * (settings.accumulation_steps or 1)
+    peak = scaled_learning_rate(settings.base_learning_rate, effective_batch)
+    warmup = min(settings.warmup_epochs, settings.epochs)
+    schedule = warmup_cosine_for(peak, settings.epochs, steps, warmup)
+    mae.compile(
+        optimizer=pretraining_optimizer(
+            mae,
+            schedule,
+            weight_decay=settings.weight_decay,
+            gradient_accumulation_steps=settings.accumulation_steps,
+        )
+    )
+    return peak
+
+
+def restore_run(mae, checkpoint, changes, steps, settings):
+    """Restore the checkpoint into the compiled `mae`; the epochs it holds (0 without one).
+
+    Under new settings (`changes`), the optimizer's step count moves to the
+    resumed epoch of the new schedule.
+    """
+    if settings.output_dir is None:
+        return 0
+    os.makedirs(settings.output_dir, exist_ok=True)
+    remove_temporary_files(settings.output_dir, ("mae.keras", "encoder.keras"))
+    initial_epoch = restore_checkpoint(mae, checkpoint)  # 0 unless resuming
+    if changes:
+        print(
+            f"continuing the checkpoint in {checkpoint} (epoch {initial_epoch}) with new "
+            "settings:\n" + "\n".join(f"  {line}" for line in changes),
+            flush=True,
+        )
+        iterations = int(keras.ops.convert_to_numpy(mae.optimizer.iterations))
+        if iterations != initial_epoch * steps:
+            # The schedule counts optimizer steps: go on at epoch initial_epoch of it.
+            mae.optimizer.iterations.assign(initial_epoch * steps)
+            print(
+                f"  optimizer step count: {iterations} -> {initial_epoch * steps} "
+                f"(epoch {initial_epoch} of the new schedule, {steps} steps per epoch)",
+                flush=True,
+            )
+    elif initial_epoch and settings.verbose:
+        print(f"resuming from {checkpoint} after epoch {initial_epoch}", flush=True)
+    return initial_epoch
+
+
+def run_callbacks(settings, held_out_images, recorded, callbacks=None):
+    """The pre-training callbacks when the run writes files, then `callbacks`."""
+    callbacks = list(callbacks or [])
+    if settings.output_dir is None:
+        return callbacks
+    return (
+        pretraining_callbacks(
+            settings.output_dir,
+            held_out_images,
+            mean=settings.mean,
+            std=settings.std,
+            image_every=settings.image_every,
+            settings=recorded,
+        )
+        + callbacks
+    )
+
+
+def fit_inputs(mae, data, settings, initial_epoch, run=None):
+    """`(x, arguments)` that `fit` takes for epochs `initial_epoch ..` of `data`.
+
+    Epoch e's batches are a function of `(seed, e)` on every path, so a resumed
+    run sees the batches an uninterrupted one would.
+    """
+    if isinstance(data, np.ndarray) and getattr(run, "kind", "none") == "ddp":
+        # The DDP loop orders and shards the arrays itself: epoch e's order is
+        # epoch_order(N, seed, e), as EpochBatches'.
+        return data, {"batch_size": settings.batch_size, "seed": settings.seed}
+    if isinstance(data, np.ndarray):
+        x = EpochBatches(
+            data, settings.batch_size, settings.epochs, initial_epoch, seed=settings.seed
+        )
+        steps = len(data) // settings.batch_size
+    else:
+        from keras_mae.data import train_dataset
+
+        x, steps = train_dataset(
+            data,
+            mae.image_shape[:2],
+            settings.batch_size,
+            epochs=settings.epochs,
+            initial_epoch=initial_epoch,
+            seed=settings.seed,
+            mean=settings.mean,
+            std=settings.std,
+        )
+    # The stream is ordered by (seed, epoch): Keras' own shuffle stays off.
+    return x, {"batch_size": None, "steps_per_epoch": steps, "shuffle": False}
+
+
+def fit_epochs(mae, data, settings, initial_epoch, run=None, **arguments):
+    """Fit epochs `initial_epoch .. epochs - 1`; the summary's `seconds`, `epochs`,
+    `history` and, when it trained, `first_loss` and `last_loss`."""
+    fit = run.fit if run is not None else fit_model
+    start = time.time()
+    x, data_arguments = fit_inputs(mae, data, settings, initial_epoch, run)
+    history = fit(
+        mae,
+        x,
+        epochs=settings.epochs,
+        verbose=settings.verbose,
+        initial_epoch=initial_epoch,
+        **data_arguments,
+        **arguments,
+    )
+    losses = history.history.get("loss", [])
+    summary = {
+        "seconds": time.time() - start,
+        "epochs": initial_epoch + len(losses),
+        "history": history.history,
+    }
+    if losses:
+        summary.update(first_loss=float(losses[0]), last_loss=float(losses[-1]))
+    return summary
+
+
+def save_models(mae, output_dir, checkpoint):
+    """Write `mae.keras` and `encoder.keras` into `output_dir`, each atomically."""
+    recovery = (
+        f"the checkpoint in {checkpoint!r} is intact: run the same command again to write it."
+    )
+    save_model_atomically(mae, os.path.join(output_dir, "mae.keras"), recovery)
+    save_model_atomically(mae.encoder, os.path.join(output_dir, "encoder.keras"), recovery)
 
 
 def _plain(value):
