@@ -213,15 +213,20 @@ def decode(path, size, mode):
         with Image.open(path) as image:
             image = image.convert(mode)
             if size is not None and image.size != (size[1], size[0]):
-                image = resize_center_crop(image, size)
+                image = pillow_resize_center_crop(image, size)
             array = np.asarray(image, dtype="uint8")
     except OSError as error:
         raise ValueError(f"cannot decode image file {path!r}: {error}") from error
     return array[..., None] if array.ndim == 2 else array
 
 
-def resize_center_crop(image, size):
-    """Resize the shorter side to fit `size` (bicubic), then centre-crop to it."""
+def pillow_resize_center_crop(image, size):
+    """Resize a Pillow image just enough to cover `size` (bicubic), then centre-crop to it.
+
+    For decoding a folder into one array; the tf.data evaluation transform,
+    `keras_mae.data.eval_resize_center_crop`, works on tensors and leaves a
+    margin (`crop_fraction`).
+    """
     height, width = size
     scale = max(height / image.height, width / image.width)
     resized = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
@@ -247,9 +252,11 @@ def load_image_folder(root, split="train", image_size=None, channels=None, worke
         int64, class names.
 
     Example:
-    >>> images, labels, names = load_image_folder("cifar10", "train")
-    >>> images.shape, images.dtype
-    ((50000, 32, 32, 3), dtype('uint8'))
+
+    ```python
+    images, labels, names = load_image_folder("cifar10", "train")
+    images.shape, images.dtype  # ((50000, 32, 32, 3), dtype('uint8'))
+    ```
     """
     try:
         from PIL import Image

@@ -21,7 +21,6 @@ content digest of arrays): what a checkpoint records of its data.
 
 import dataclasses
 import hashlib
-import math
 import os
 
 import keras
@@ -33,6 +32,8 @@ from keras_mae.data.image_folder import check_image_files
 from keras_mae.data.image_folder import list_image_folder
 from keras_mae.data.statistics import default_mean_std
 from keras_mae.data.tensorflow_import import import_tensorflow
+from keras_mae.layers.random_resized_crop import TRIES
+from keras_mae.layers.random_resized_crop import candidate_sizes
 
 tf = import_tensorflow()  # quietly; GPUs hidden from it unless Keras runs on it
 
@@ -182,6 +183,12 @@ class TFDSSource:
     def num_classes(self):
         return len(self.class_names)
 
+    def decode(self, example):
+        """`(image, label)` of one example: float32 in [0, 1], int64 (0 without labels)."""
+        image = tf.cast(example[self.image_key], tf.float32) / 255.0
+        label = example[self.label_key] if self.label_key else tf.constant(0, tf.int64)
+        return image, tf.cast(label, tf.int64)
+
 
 def load_source(dataset, split="train", data_dir=None, channels=None):
     """Load a named image source.
@@ -307,23 +314,21 @@ def random_resized_crop_box(height, width, seed, scale=(0.2, 1.0), ratio=(3 / 4,
     """The crop box of torchvision's RandomResizedCrop, drawn statelessly.
 
     Ten tries of an area in `scale` (a fraction of the image) and a log-uniform
-    aspect ratio in `ratio`; the first box that fits wins; if none does, the
-    centre crop with the ratio clamped into range (torchvision's fallback).
+    aspect ratio in `ratio`, sized as `RandomResizedCrop` sizes them
+    (`candidate_sizes`), each at its own offset; the first box that fits wins;
+    if none does, the centre crop with the ratio clamped into range
+    (torchvision's fallback).
 
     Returns:
         `(top, left, crop_height, crop_width)` int32 scalars.
     """
-    tries = 10
     h = tf.cast(height, tf.float32)
     w = tf.cast(width, tf.float32)
-    area = h * w
-    draws = tf.random.stateless_uniform([4, tries], seed=seed)
-    target_area = area * (scale[0] + (scale[1] - scale[0]) * draws[0])
-    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[1]
-    aspect = tf.exp(log_ratio)
-    crop_w = tf.round(tf.sqrt(target_area * aspect))
-    crop_h = tf.round(tf.sqrt(target_area / aspect))
-    fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= w) & (crop_h <= h)
+    # Draws of its own, not the layer's (`candidate_sizes` says why).
+    draws = tf.random.stateless_uniform([4, TRIES], seed=seed)
+    crop_h, crop_w, fits = candidate_sizes(
+        h, w, draws[0], draws[1], scale=scale, ratio=ratio, math_ops=tf.math
+    )
     top = tf.floor(draws[2] * (h - crop_h + 1))
     left = tf.floor(draws[3] * (w - crop_w + 1))
 
@@ -362,7 +367,7 @@ def random_resized_crop(
     return tf.clip_by_value(out, 0.0, 1.0)
 
 
-def resize_center_crop(image, size, crop_fraction=0.875, interpolation="bicubic"):
+def eval_resize_center_crop(image, size, crop_fraction=0.875, interpolation="bicubic"):
     """Evaluation transform: resize the shorter side to `size / crop_fraction`, centre crop.
 
     `crop_fraction=0.875` is the ImageNet convention (256 -> 224); 1.0 resizes
@@ -407,6 +412,12 @@ def concatenate_balanced(datasets):
         pairs = [a.concatenate(b) for a, b in zip(datasets[::2], datasets[1::2])]
         datasets = pairs + ([datasets[-1]] if len(datasets) % 2 else [])
     return datasets[0] if datasets else None
+
+
+# Offsets that keep the seeds of flips and of batches apart from the crops'
+# `(seed, element)` (an element number never reaches 2**40).
+FLIP_SEED_OFFSET = 1 << 40
+BATCH_SEED_OFFSET = 1 << 41
 
 
 def train_dataset(
@@ -457,80 +468,132 @@ def train_dataset(
     Returns:
         `(dataset, steps_per_epoch)`.
     """
-    size = size_pair(image_size)
-    count = len(source)
+    steps = epoch_steps(len(source), batch_size)
+    if mean is None or std is None:
+        mean, std = default_mean_std(source.channels)
+    augment = element_augmentation(
+        size_pair(image_size),
+        seed,
+        scale=scale,
+        ratio=ratio,
+        flip=flip,
+        mean=mean,
+        std=std,
+        image_transform=image_transform,
+    )
+
+    def example(image, label, element):
+        """Element `element` of the run: the augmented image, and its label if asked."""
+        image = augment(image, element)
+        if one_hot:
+            label = tf.one_hot(label, one_hot)
+        return (image, label) if with_labels else image
+
+    run_epochs = range(initial_epoch, epochs)
+    per_epoch = steps * batch_size
+    examples = streamed_examples if isinstance(source, TFDSSource) else permuted_examples
+    stream = examples(source, seed, run_epochs, per_epoch, example)
+    stream = stream.batch(batch_size, drop_remainder=True)
+    if batch_transform is not None:
+        batches = range(initial_epoch * steps, epochs * steps)
+        stream = transform_batches(stream, batch_transform, seed, batches)
+    return stream.prefetch(tf.data.AUTOTUNE), steps
+
+
+def epoch_steps(count, batch_size):
+    """The full batches of `batch_size` in `count` images (an epoch's steps, at least 1)."""
     steps = count // batch_size
     if steps < 1:
         raise ValueError(f"batch_size={batch_size} is larger than the {count} training images.")
-    if mean is None or std is None:
-        mean, std = default_mean_std(source.channels)
-    per_epoch = steps * batch_size
-    flip_seed_offset = 1 << 40
+    return steps
+
+
+def element_augmentation(size, seed, *, scale, ratio, flip, mean, std, image_transform):
+    """`fn(image, element)`: crop, flip, `image_transform`, normalisation of one image.
+
+    Element e of a run draws its crop from the stateless seed `(seed, e)` and
+    its flip from `(seed, e + FLIP_SEED_OFFSET)`, whatever order the parallel
+    map runs in.
+    """
 
     def augment(image, element):
         element_seed = tf.stack([tf.constant(seed, tf.int64), element])
         image = random_resized_crop(image, size, element_seed, scale, ratio)
         if flip:
             image = tf.image.stateless_random_flip_left_right(
-                image, tf.stack([tf.constant(seed, tf.int64), element + flip_seed_offset])
+                image, tf.stack([tf.constant(seed, tf.int64), element + FLIP_SEED_OFFSET])
             )
         if image_transform is not None:
             image = image_transform(image, element_seed)
         return normalize(image, mean, std)
 
-    def finish(image, label):
-        if one_hot:
-            label = tf.one_hot(label, one_hot)
-        return (image, label) if with_labels else image
+    return augment
 
-    if isinstance(source, TFDSSource):
-        # Streamed: each epoch is the split read in order through a shuffle
-        # buffer seeded from (seed, epoch) alone, so a resumed run (started at
-        # initial_epoch, nothing skipped) sees what an uninterrupted one sees.
-        def decode(example, element):
-            image = tf.cast(example[source.image_key], tf.float32) / 255.0
-            label = example[source.label_key] if source.label_key else tf.constant(0, tf.int64)
-            return finish(augment(image, element), tf.cast(label, tf.int64))
 
-        # (Python-int seeds: tf.data refuses tensor seeds under a global seed.)
-        epoch_streams = [
-            source.dataset.shuffle(
-                min(10_000, count), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
-            ).take(per_epoch)
-            for epoch in range(initial_epoch, epochs)
-        ]
-        stream = concatenate_balanced(epoch_streams) or source.dataset.take(0)
-        stream = tf.data.Dataset.zip(
-            (stream, tf.data.Dataset.range(initial_epoch * per_epoch, epochs * per_epoch))
+def element_numbers(epochs, per_epoch):
+    """The run's element numbers `epochs.start * per_epoch ..` (int64), one per example."""
+    return tf.data.Dataset.range(epochs.start * per_epoch, epochs.stop * per_epoch)
+
+
+def permuted_examples(source, seed, epochs, per_epoch, example):
+    """`example(image, label, element)` over `epochs` of an indexed source (arrays, files).
+
+    Element e is position `e % per_epoch` of epoch `e // per_epoch`, in a
+    stateless permutation of the source seeded from `(seed, epoch)`.
+    """
+
+    def element_example(element):
+        epoch = element // per_epoch
+        position = element % per_epoch
+        index = tf.random.experimental.index_shuffle(
+            position, tf.stack([tf.constant(seed, tf.int64), epoch]), len(source) - 1
         )
-        stream = stream.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
+        return example(source.load(index), source.label(index), element)
 
-        def element_fn(element):
-            epoch = element // per_epoch
-            position = element % per_epoch
-            index = tf.random.experimental.index_shuffle(
-                position, tf.stack([tf.constant(seed, tf.int64), epoch]), count - 1
-            )
-            return finish(augment(source.load(index), element), source.label(index))
+    return element_numbers(epochs, per_epoch).map(
+        element_example, num_parallel_calls=tf.data.AUTOTUNE
+    )
 
-        stream = tf.data.Dataset.range(initial_epoch * per_epoch, epochs * per_epoch)
-        stream = stream.map(element_fn, num_parallel_calls=tf.data.AUTOTUNE)
-    stream = stream.batch(batch_size, drop_remainder=True)
-    if batch_transform is not None and getattr(batch_transform, "takes_seed", False):
-        # Stateless: batch b of the run draws from (seed, b), whatever the order.
-        batch_indices = tf.data.Dataset.range(initial_epoch * steps, epochs * steps)
 
-        def seeded_batch_transform(batch, index):
-            batch_seed = tf.stack([tf.constant(seed, tf.int64), index + (1 << 41)])
-            return batch_transform(*batch, batch_seed)
+def streamed_examples(source, seed, epochs, per_epoch, example):
+    """`example(image, label, element)` over `epochs` of a streamed tfds source.
 
-        stream = tf.data.Dataset.zip((stream, batch_indices)).map(
-            seeded_batch_transform, num_parallel_calls=tf.data.AUTOTUNE
-        )
-    elif batch_transform is not None:
-        stream = stream.map(batch_transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return stream.prefetch(tf.data.AUTOTUNE), steps
+    Each epoch is the split read in order through a shuffle buffer seeded from
+    `(seed, epoch)` alone, so a resumed run (started at `initial_epoch`,
+    nothing skipped) sees what an uninterrupted one sees.
+    """
+    # (Python-int seeds: tf.data refuses tensor seeds under a global seed.)
+    epoch_streams = [
+        source.dataset.shuffle(
+            min(10_000, len(source)), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+        ).take(per_epoch)
+        for epoch in epochs
+    ]
+    stream = concatenate_balanced(epoch_streams) or source.dataset.take(0)
+    stream = tf.data.Dataset.zip((stream, element_numbers(epochs, per_epoch)))
+    return stream.map(
+        lambda item, element: example(*source.decode(item), element),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def transform_batches(stream, batch_transform, seed, batches):
+    """`batch_transform` over a batched stream whose batches are numbered `batches`.
+
+    A `batch_transform` with `takes_seed = True` gets the stateless seed
+    `(seed, b + BATCH_SEED_OFFSET)` for batch b of the run, whatever the order.
+    """
+    if not getattr(batch_transform, "takes_seed", False):
+        return stream.map(batch_transform, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def seeded_batch_transform(batch, index):
+        batch_seed = tf.stack([tf.constant(seed, tf.int64), index + BATCH_SEED_OFFSET])
+        return batch_transform(*batch, batch_seed)
+
+    indices = tf.data.Dataset.range(batches.start, batches.stop)
+    return tf.data.Dataset.zip((stream, indices)).map(
+        seeded_batch_transform, num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def eval_dataset(
@@ -554,17 +617,15 @@ def eval_dataset(
         mean, std = default_mean_std(source.channels)
 
     def prepare(image, label):
-        image = normalize(resize_center_crop(image, size, crop_fraction, interpolation), mean, std)
+        image = eval_resize_center_crop(image, size, crop_fraction, interpolation)
+        image = normalize(image, mean, std)
         return (image, label) if with_labels else image
 
     if isinstance(source, TFDSSource):
-
-        def decode(example):
-            image = tf.cast(example[source.image_key], tf.float32) / 255.0
-            label = example[source.label_key] if source.label_key else tf.constant(0, tf.int64)
-            return prepare(image, tf.cast(label, tf.int64))
-
-        stream = source.dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        stream = source.dataset.map(
+            lambda example: prepare(*source.decode(example)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     else:
         stream = tf.data.Dataset.range(len(source)).map(
             lambda i: prepare(source.load(i), source.label(i)),

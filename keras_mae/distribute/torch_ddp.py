@@ -22,14 +22,17 @@ Launch (2 processes on this machine; one per GPU on a GPU machine):
         --distribution ddp ...
 
 In a script:
->>> from keras_mae.distribute import torch_ddp
->>> context = torch_ddp.init_process_group()
->>> keras.utils.set_random_seed(0)
->>> mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_tiny_patch4")
->>> optimizer = keras.optimizers.AdamW(1.5e-4, beta_2=0.95)
->>> history = torch_ddp.fit(mae, optimizer, images, global_batch_size=256,
-...                         epochs=1, context=context, verbose=2)
->>> torch_ddp.destroy_process_group()
+
+```python
+from keras_mae.distribute import torch_ddp
+context = torch_ddp.init_process_group()
+keras.utils.set_random_seed(0)
+mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_tiny_patch4")
+optimizer = keras.optimizers.AdamW(1.5e-4, beta_2=0.95)
+history = torch_ddp.fit(mae, optimizer, images, global_batch_size=256,
+                        epochs=1, context=context, verbose=2)
+torch_ddp.destroy_process_group()
+```
 """
 
 import dataclasses
@@ -219,20 +222,15 @@ def fit(
     """Train `model` data-parallel on this rank's share of `images`, with Keras callbacks.
 
     Every rank must call it with the same arguments (the same full arrays);
-    each reads only its own rows of every global batch. The loop runs the
-    callbacks as `model.fit` does (`on_train_begin`, `on_epoch_begin`,
-    `on_train_batch_begin`/`_end` with `logs["loss"]` the running mean of the
-    epoch, `on_epoch_end` with `"loss"` and `"val_loss"`, `on_train_end`;
-    `model.stop_training` honoured) with two differences that keep the ranks
-    in step:
-
-    - the losses in the logs are means over all ranks (one all-reduce per
-      step), so every rank sees the same numbers and a callback that stops on
-      them (`StopOnNonFiniteLoss`) stops every rank at the same step;
-    - `model.stop_training` set on any rank (`TimeLimit` reads each rank's
-      clock) stops all ranks after the same batch or epoch;
-
-    and callbacks that write (`main_process_only`) run on rank 0 only.
+    each reads only its own rows of every global batch. The callbacks run as
+    in `model.fit` (`logs["loss"]` the epoch's running mean, `"val_loss"` at
+    each epoch's end, `model.stop_training` honoured), with two differences
+    that keep the ranks in step: the logged losses are means over all ranks
+    (one all-reduce per step), so a callback that stops on them
+    (`StopOnNonFiniteLoss`) stops every rank at the same step; and
+    `model.stop_training` set on any rank (`TimeLimit` reads each rank's
+    clock) stops all ranks after the same batch or epoch. Callbacks that
+    write (`main_process_only`) run on rank 0 only.
 
     Args:
         model: a built `keras_mae.MaskedAutoencoder` (same seed on all ranks,
@@ -262,59 +260,22 @@ def fit(
         The `keras.callbacks.History` of the run, as `model.fit` returns it.
     """
     context = context or init_process_group()
-    steps = len(images) // global_batch_size
-    if steps_per_epoch is not None:
-        if not 1 <= steps_per_epoch <= steps:
-            raise ValueError(
-                f"steps_per_epoch={steps_per_epoch} must be between 1 and the "
-                f"{steps} full global batches of {global_batch_size} in "
-                f"{len(images)} images."
-            )
-        steps = steps_per_epoch
-    if steps < 1:
-        raise ValueError(
-            f"{len(images)} images are fewer than one global batch of "
-            f"{global_batch_size}: lower the batch size."
-        )
-    if keras.config.dtype_policy().name == "mixed_float16" and not isinstance(
-        optimizer, keras.optimizers.LossScaleOptimizer
-    ):
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    steps = epoch_steps(len(images), global_batch_size, steps_per_epoch)
+    optimizer = with_loss_scaling(optimizer)
     ddp_model = wrap(model, context)  # rank 0's weights on every rank from here on
-    callbacks = rank_callbacks(callbacks, context)
-    history = next((c for c in callbacks if isinstance(c, keras.callbacks.History)), None)
-    if history is None:
-        history = keras.callbacks.History()
-        callbacks.append(history)
-    callback_list = keras.callbacks.CallbackList(
-        callbacks,
-        add_progbar=bool(verbose) and context.is_main,
-        model=model,
-        verbose=verbose,
-        epochs=epochs,
-        steps=steps,
+    callback_list, history = rank_callback_list(
+        callbacks, context, model=model, verbose=verbose, epochs=epochs, steps=steps
     )
-    arrays = {"images": images}
-    if noise is not None:
-        arrays["noise"] = noise
+    arrays = {"images": images} if noise is None else {"images": images, "noise": noise}
     model.stop_training = False
     callback_list.on_train_begin()
     training_logs = {}
     for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
         model.train()
-        logs, total = {}, 0.0
-        batches = rank_batches(
-            arrays, global_batch_size, context, epoch_seed(shuffle_seed, epoch), steps
-        )
-        for step, batch in enumerate(batches):
-            callback_list.on_train_batch_begin(step)
-            total += global_mean(train_step(model, ddp_model, optimizer, batch), context)
-            logs = {"loss": total / (step + 1)}  # the epoch's running mean, as in fit
-            callback_list.on_train_batch_end(step, logs)
-            if agree_to_stop(model, context):
-                break
-        epoch_logs = dict(logs)
+        seed = epoch_seed(shuffle_seed, epoch)
+        batches = rank_batches(arrays, global_batch_size, context, seed, steps)
+        epoch_logs = train_epoch(model, ddp_model, optimizer, batches, callback_list, context)
         model.eval()
         if validation_data is not None:
             epoch_logs["val_loss"] = validation_loss(
@@ -328,6 +289,66 @@ def fit(
         optimizer.finalize_variable_values(model.trainable_weights)
     callback_list.on_train_end(logs=training_logs)
     return history
+
+
+def epoch_steps(count, global_batch_size, steps_per_epoch=None):
+    """The steps of an epoch: `steps_per_epoch`, or every full global batch of `count` images."""
+    steps = count // global_batch_size
+    if steps_per_epoch is not None:
+        if not 1 <= steps_per_epoch <= steps:
+            raise ValueError(
+                f"steps_per_epoch={steps_per_epoch} must be between 1 and the "
+                f"{steps} full global batches of {global_batch_size} in "
+                f"{count} images."
+            )
+        steps = steps_per_epoch
+    if steps < 1:
+        raise ValueError(
+            f"{count} images are fewer than one global batch of "
+            f"{global_batch_size}: lower the batch size."
+        )
+    return steps
+
+
+def with_loss_scaling(optimizer):
+    """`optimizer` in a `LossScaleOptimizer` under the `mixed_float16` policy (once)."""
+    if keras.config.dtype_policy().name == "mixed_float16" and not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def rank_callback_list(callbacks, context, **params):
+    """`(CallbackList, History)` of this rank's callbacks, a `History` added if none.
+
+    `params` (`model`, `verbose`, `epochs`, `steps`) go to the `CallbackList`;
+    the progress bar shows on rank 0 only.
+    """
+    callbacks = rank_callbacks(callbacks, context)
+    history = next((c for c in callbacks if isinstance(c, keras.callbacks.History)), None)
+    if history is None:
+        history = keras.callbacks.History()
+        callbacks.append(history)
+    add_progbar = bool(params["verbose"]) and context.is_main
+    return keras.callbacks.CallbackList(callbacks, add_progbar=add_progbar, **params), history
+
+
+def train_epoch(model, ddp_model, optimizer, batches, callback_list, context):
+    """Train on one epoch's `batches`; the epoch's logs (`"loss"`: the mean over ranks).
+
+    The batch callbacks see the epoch's running mean, as in `fit`; a stop agreed
+    by all ranks (`agree_to_stop`) ends the epoch after the batch.
+    """
+    logs, total = {}, 0.0
+    for step, batch in enumerate(batches):
+        callback_list.on_train_batch_begin(step)
+        total += global_mean(train_step(model, ddp_model, optimizer, batch), context)
+        logs = {"loss": total / (step + 1)}  # the epoch's running mean, as in fit
+        callback_list.on_train_batch_end(step, logs)
+        if agree_to_stop(model, context):
+            break
+    return dict(logs)
 
 
 def agree_to_stop(model, context):

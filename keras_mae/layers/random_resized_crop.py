@@ -26,6 +26,43 @@ def check_range(name, value):
     return (low, high)
 
 
+def candidate_sizes(image_height, image_width, area_draws, ratio_draws, *, scale, ratio, math_ops):
+    """torchvision's candidate crop sizes, from uniform draws in [0, 1).
+
+    A candidate covers `s * H * W` with `s` uniform in `scale`, and its aspect
+    ratio `r` is log-uniform in `ratio`: `w = round(sqrt(s * H * W * r))`,
+    `h = round(sqrt(s * H * W / r))`. It fits when `0 < w <= W` and `0 < h <= H`.
+
+    This layer and the tf.data pipeline (`keras_mae.data.random_resized_crop_box`)
+    both size their candidates here, but each draws its own numbers: the layer
+    `(batch, 22)` from its `SeedGenerator` with one offset for the chosen box,
+    the pipeline `(4, 10)` per image from a stateless `(seed, element)` with an
+    offset per candidate, and its fallback works in float32 on image sizes
+    known only inside the graph. Sharing the draws would change every crop
+    either one makes (and the batches a resumed run has recorded), so two
+    samplers remain.
+
+    Args:
+        image_height, image_width: floats, or float32 scalar tensors.
+        area_draws, ratio_draws: uniform draws in [0, 1), of one shape.
+        scale, ratio: pairs `(low, high)`.
+        math_ops: the namespace of `exp`, `sqrt` and `round`: `keras.ops` here,
+            `tf.math` in the pipeline (which runs under every backend).
+
+    Returns:
+        `(crop_height, crop_width, fits)`, of the draws' shape: float sizes and
+        a bool mask.
+    """
+    area = image_height * image_width
+    target_area = area * (scale[0] + (scale[1] - scale[0]) * area_draws)
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = math_ops.exp(log_low + (log_high - log_low) * ratio_draws)
+    crop_w = math_ops.round(math_ops.sqrt(target_area * aspect))
+    crop_h = math_ops.round(math_ops.sqrt(target_area / aspect))
+    fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= image_width) & (crop_h <= image_height)
+    return crop_h, crop_w, fits
+
+
 def fallback_box(image_height, image_width, ratio):
     """torchvision's fallback: the centre crop with the aspect ratio clamped to `ratio`.
 
@@ -112,8 +149,9 @@ class RandomResizedCrop(keras.layers.Layer):
 
     Differences from the official recipe: interpolation is bilinear (the official
     one is bicubic via PIL) and downscaling is not antialiased. For host-side
-    input pipelines, `keras_mae.data.random_resized_crop` is the same box
-    sampling in tf.data (bicubic by default).
+    input pipelines, `keras_mae.data.random_resized_crop` sizes its candidates
+    the same way (`candidate_sizes`) from its own stateless draws, in tf.data
+    (bicubic by default).
 
     Outside training, images whose size is already `(height, width)` are returned
     unchanged (cast); others are resized whole, bilinearly.
@@ -139,7 +177,7 @@ class RandomResizedCrop(keras.layers.Layer):
 
     Example:
     >>> images = np.random.randint(0, 256, (2, 32, 32, 3), dtype="uint8")
-    >>> RandomResizedCrop(16, 16, seed=0)(images, training=True).shape
+    >>> tuple(RandomResizedCrop(16, 16, seed=0)(images, training=True).shape)
     (2, 16, 16, 3)
     """
 
@@ -165,16 +203,18 @@ class RandomResizedCrop(keras.layers.Layer):
             `(top, left, crop_height, crop_width)`, each a `(batch_size,)` int32
             tensor; the box is `images[top:top + crop_height, left:left + crop_width]`.
         """
-        area = float(image_height * image_width)
         draws = kernels.uniform_noise(
             (batch_size, 2 * TRIES + 2), self.seed_generator
         )  # (batch, 22)
-        target_area = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * draws[:, :TRIES])
-        log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
-        aspect = ops.exp(log_low + (log_high - log_low) * draws[:, TRIES : 2 * TRIES])
-        crop_w = ops.round(ops.sqrt(target_area * aspect))  # (batch, tries)
-        crop_h = ops.round(ops.sqrt(target_area / aspect))
-        fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= image_width) & (crop_h <= image_height)
+        crop_h, crop_w, fits = candidate_sizes(
+            float(image_height),
+            float(image_width),
+            draws[:, :TRIES],
+            draws[:, TRIES : 2 * TRIES],
+            scale=self.scale,
+            ratio=self.ratio,
+            math_ops=ops,
+        )  # (batch, tries)
 
         # The first candidate that fits (TRIES where none does).
         first = ops.min(ops.where(fits, ops.arange(TRIES)[None, :], TRIES), axis=1)

@@ -62,12 +62,35 @@ def image_augmentation(
         dtype) to normalised float32 images of `image_shape`.
 
     Example:
-    >>> augmentation = image_augmentation((32, 32, 3), scale=(0.2, 1.0), max_value=255.0)
-    >>> mae = keras_mae.MaskedAutoencoder.from_preset(
-    ...     "mae_vit_tiny_patch4", augmentation=augmentation)
-    >>> mae.fit(uint8_images, batch_size=256)  # cropped, flipped, normalised in the step
+
+    ```python
+    augmentation = image_augmentation((32, 32, 3), scale=(0.2, 1.0), max_value=255.0)
+    mae = keras_mae.MaskedAutoencoder.from_preset(
+        "mae_vit_tiny_patch4", augmentation=augmentation)
+    mae.fit(uint8_images, batch_size=256)  # cropped, flipped, normalised in the step
+    ```
     """
     height, width, channels = tuple(image_shape)
+    check_photometric(randaugment_magnitude, random_erasing)
+    mean, std = channel_statistics(channels, mean, std)
+    layers = [RandomResizedCrop(height, width, scale=scale, seed=seed, name="crop")]
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="flip"))
+    layers += photometric_layers(randaugment_magnitude, random_erasing, max_value, seed)
+    layers.append(
+        keras.layers.Normalization(
+            mean=[m * max_value for m in mean],
+            variance=[(s * max_value) ** 2 for s in std],
+            name="normalization",
+        )
+    )
+    augmentation = keras.Sequential(layers, name=name)
+    augmentation.build((None, *tuple(input_shape or image_shape)))
+    return augmentation
+
+
+def check_photometric(randaugment_magnitude, random_erasing):
+    """Refuse a RandAugment magnitude outside [0, 10] or an erasing factor outside [0, 1]."""
     if not 0 <= randaugment_magnitude <= 10:
         raise ValueError(
             "randaugment_magnitude must be in [0, 10] (0 turns RandAugment off). "
@@ -77,6 +100,10 @@ def image_augmentation(
         raise ValueError(
             f"random_erasing must be in [0, 1]. Received: random_erasing={random_erasing}"
         )
+
+
+def channel_statistics(channels, mean, std):
+    """`(mean, std)` tuples of one value per channel; None takes the defaults."""
     default_mean, default_std = default_mean_std(channels)
     mean = default_mean if mean is None else tuple(mean)
     std = default_std if std is None else tuple(std)
@@ -85,9 +112,12 @@ def image_augmentation(
             f"mean and std need one value per channel ({channels}). "
             f"Received: mean={mean}, std={std}"
         )
-    layers = [RandomResizedCrop(height, width, scale=scale, seed=seed, name="crop")]
-    if flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="flip"))
+    return mean, std
+
+
+def photometric_layers(randaugment_magnitude, random_erasing, max_value, seed):
+    """RandAugment (2 ops, factor m / 10) and random erasing, those that are on, in order."""
+    layers = []
     if randaugment_magnitude:
         layers.append(
             keras.layers.RandAugment(
@@ -104,13 +134,4 @@ def image_augmentation(
                 factor=random_erasing, value_range=(0, max_value), seed=seed, name="erasing"
             )
         )
-    layers.append(
-        keras.layers.Normalization(
-            mean=[m * max_value for m in mean],
-            variance=[(s * max_value) ** 2 for s in std],
-            name="normalization",
-        )
-    )
-    augmentation = keras.Sequential(layers, name=name)
-    augmentation.build((None, *tuple(input_shape or image_shape)))
-    return augmentation
+    return layers
