@@ -21,40 +21,30 @@ from keras_mae.recipes import linear_probe
 from keras_mae.recipes.optimizers import pretraining_optimizer
 from keras_mae.recipes.schedules import warmup_cosine_for
 from keras_mae.saving import check_keras_file
-
-TINY = dict(
-    image_shape=(8, 8, 1),
-    patch_size=4,
-    hidden_dim=8,
-    num_layers=1,
-    num_heads=2,
-    decoder_hidden_dim=8,
-    decoder_num_layers=1,
-    decoder_num_heads=2,
-    seed=1,
-)
-ENCODER = {k: v for k, v in TINY.items() if not k.startswith("decoder_") and k != "seed"}
+from tests.helpers.tiny import SMALLEST
+from tests.helpers.tiny import smallest_encoder
+from tests.helpers.tiny import smallest_mae
 
 
 def batch(seed=0, count=4):
     rng = np.random.default_rng(seed)
-    images = rng.random((count, 8, 8, 1)).astype("float32")
+    images = rng.random((count, *SMALLEST["image_shape"])).astype("float32")
     return images, rng.integers(0, 3, count)
 
 
 def pretraining_model():
     """As `keras_mae.recipes.pretrain.pretrain` compiles it (noise fixed: same masks)."""
-    mae = keras_mae.MaskedAutoencoder(**TINY)
+    mae = smallest_mae()
     schedule = warmup_cosine_for(1e-2, epochs=4, steps_per_epoch=2, warmup_epochs=1)
     mae.compile(optimizer=pretraining_optimizer(mae, schedule, weight_decay=0.5))
     images, _ = batch()
-    noise = np.random.default_rng(1).random((4, 4)).astype("float32")
+    noise = np.random.default_rng(1).random((len(images), mae.num_patches)).astype("float32")
     return mae, ({"images": images, "noise": noise},)
 
 
 def probe_model():
     """As `linear_probe` compiles it: frozen encoder, BN + linear head, LARS."""
-    model = linear_probe.build_linear_probe(keras_mae.MAEEncoder(**ENCODER), 3)
+    model = linear_probe.build_linear_probe(smallest_encoder(), 3)
     linear_probe.compile_probe(model, linear_probe.lars_for(4, 2, 4, 0.1, 1))
     images, labels = batch()
     return model, (images, labels)
@@ -62,7 +52,7 @@ def probe_model():
 
 def classifier_model():
     """As `finetune` on sources compiles it: layer-decay AdamW, smoothed cross-entropy."""
-    model = finetune.build_classifier(keras_mae.MAEEncoder(**ENCODER), 3, drop_path_rate=0.0)
+    model = finetune.build_classifier(smallest_encoder(), 3, drop_path_rate=0.0)
     finetune.compile_classifier(model, 1, 4, 2, 4, 5e-1, 0.65, 0.05, 1, label_smoothing=0.1)
     images, labels = batch()
     return model, (images, np.eye(3, dtype="float32")[labels])
@@ -70,7 +60,7 @@ def classifier_model():
 
 def augmented_classifier_model():
     """As `finetune` on arrays compiles it: `AugmentedClassifier` (no random parts here)."""
-    classifier = finetune.build_classifier(keras_mae.MAEEncoder(**ENCODER), 3, drop_path_rate=0.0)
+    classifier = finetune.build_classifier(smallest_encoder(), 3, drop_path_rate=0.0)
     model = finetune.AugmentedClassifier(classifier, 3, label_smoothing=0.1, seed=2)
     model.compile(optimizer=finetune.finetuning_optimizer(model, 1, 4, 2, 4, 5e-1, 0.65, 0.05, 1))
     images, labels = batch()
@@ -126,7 +116,7 @@ def test_layer_decay_optimizer_for_another_model_is_refused():
 
 def saved_encoder(tmp_path):
     path = str(tmp_path / "encoder.keras")
-    keras_mae.MAEEncoder(**ENCODER).save(path)
+    smallest_encoder().save(path)
     return path
 
 

@@ -2,9 +2,9 @@
 
     KERAS_BACKEND=torch python tests/helpers/cross_backend_worker.py WORKDIR
 
-WORKDIR holds `config.json` (MaskedAutoencoder arguments),
-`reference.weights.h5` and `inputs.npz` (images, noise). One process does both
-steps, so that each backend starts once:
+The model is `new_model()`, the shared tiny one with `norm_pix_loss`; WORKDIR
+holds its `reference.weights.h5` and `inputs.npz` (images, noise). One process
+does both steps, so that each backend starts once:
 
 1. `compute` builds the model, loads the weights, and writes
    `compute_<backend>.npz`: pred, mask, latent, loss, the encoder's tokens on
@@ -20,7 +20,6 @@ steps, so that each backend starts once:
 """
 
 import glob
-import json
 import os
 import sys
 
@@ -30,8 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_mae  # noqa: E402
+import keras_mae  # noqa: E402, F401  (registers the classes that load_model reads)
 from tests.helpers.backend_grads import outputs_loss_grads  # noqa: E402
+from tests.helpers.tiny import tiny_mae  # noqa: E402
 
 COMPUTED = "computed"
 
@@ -40,11 +40,14 @@ def numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
+def new_model():
+    """The tiny MAE with `norm_pix_loss`, so that the loss also compares each
+    backend's per-patch mean and variance."""
+    return tiny_mae(norm_pix_loss=True)
+
+
 def reference_model(workdir):
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = json.load(f)
-    config["image_shape"] = tuple(config["image_shape"])
-    model = keras_mae.MaskedAutoencoder(**config)
+    model = new_model()
     model.load_weights(os.path.join(workdir, "reference.weights.h5"))
     return model
 

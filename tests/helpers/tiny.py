@@ -1,4 +1,4 @@
-"""The one tiny MAE configuration that unit tests share.
+"""The tiny MAE configurations that tests share: `TINY`, `SQUARE`, `SMALLEST`.
 
 Non-square images with two channels (so nothing silently assumes square RGB),
 a 2 x 3 patch grid and 16-wide tokens: every layer and model is built and
@@ -11,6 +11,13 @@ called in milliseconds on two CPU cores, on every backend.
 - `BATCH`: the batch size of test data (one size keeps JAX's per-shape
   compilations of eager ops shared between tests).
 - `tiny_mae`, `tiny_encoder`, `tiny_decoder`, `tiny_images`, `tiny_noise`.
+
+Two variants, for tests that cannot use `TINY`:
+
+- `SQUARE`: `TINY` on 16x16 RGB images (a 4 x 4 grid), for the layouts that
+  only know square RGB images: Hugging Face ViTMAE and the official MAE
+  checkpoints. `square_hf_config` gives it in transformers' `ViTMAEConfig` names.
+- `SMALLEST`: the smallest MAE that trains, for recipes and fault tests.
 """
 
 import numpy as np
@@ -28,7 +35,14 @@ TINY = dict(
     decoder_num_heads=2,
 )
 ENCODER_KEYS = ("image_shape", "patch_size", "hidden_dim", "num_layers", "num_heads")
-TINY_ENCODER = {key: TINY[key] for key in ENCODER_KEYS}
+
+
+def encoder_config(config):
+    """The `MAEEncoder` arguments of a `MaskedAutoencoder` configuration."""
+    return {key: config[key] for key in ENCODER_KEYS}
+
+
+TINY_ENCODER = encoder_config(TINY)
 
 GRID_SIZE = (
     TINY["image_shape"][0] // TINY["patch_size"],
@@ -74,6 +88,41 @@ def tiny_noise(n=BATCH, seed=1):
     return np.random.default_rng(seed).random((n, NUM_PATCHES)).astype("float32")
 
 
+# TINY on square RGB images: Hugging Face's ViTMAE and the official checkpoints
+# take square images only (one `image_size`, a square position table), and
+# RGB is what their pixel layout (`num_channels=3`, `in_chans=3`) assumes.
+SQUARE = {**TINY, "image_shape": (16, 16, 3)}
+SQUARE_ENCODER = encoder_config(SQUARE)
+SQUARE_GRID = SQUARE["image_shape"][0] // SQUARE["patch_size"]  # 4 patches a side
+SQUARE_PATCHES = SQUARE_GRID**2  # 16
+
+
+def square_mae(**overrides):
+    return keras_mae.MaskedAutoencoder(**{**SQUARE, **overrides})
+
+
+def square_encoder(**overrides):
+    return keras_mae.MAEEncoder(**{**SQUARE_ENCODER, **overrides})
+
+
+def square_hf_config(**changes):
+    """`SQUARE` as `transformers.ViTMAEConfig` arguments (a `config.json`'s keys)."""
+    config = dict(
+        image_size=SQUARE["image_shape"][0],
+        patch_size=SQUARE["patch_size"],
+        num_channels=SQUARE["image_shape"][-1],
+        hidden_size=SQUARE["hidden_dim"],
+        num_hidden_layers=SQUARE["num_layers"],
+        num_attention_heads=SQUARE["num_heads"],
+        intermediate_size=4 * SQUARE["hidden_dim"],  # mlp_ratio 4
+        decoder_hidden_size=SQUARE["decoder_hidden_dim"],
+        decoder_num_hidden_layers=SQUARE["decoder_num_layers"],
+        decoder_num_attention_heads=SQUARE["decoder_num_heads"],
+        decoder_intermediate_size=4 * SQUARE["decoder_hidden_dim"],
+    )
+    return {**config, **changes}
+
+
 # The smallest MAE that trains: 8x8 grey images, 4 patches of 4x4, one block each
 # side (the recipes' and fault tests' model; seed 1 fixes its masks).
 SMALLEST = dict(
@@ -92,3 +141,7 @@ SMALLEST = dict(
 def smallest_mae(**overrides):
     """`SMALLEST` as a MaskedAutoencoder, with `overrides` (e.g. `augmentation=`)."""
     return keras_mae.MaskedAutoencoder(**{**SMALLEST, **overrides})
+
+
+def smallest_encoder(**overrides):
+    return keras_mae.MAEEncoder(**{**encoder_config(SMALLEST), **overrides})

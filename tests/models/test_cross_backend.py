@@ -15,7 +15,6 @@ tensor.
 Runs in the JAX pass of tests/run.sh only (it drives all three backends itself).
 """
 
-import json
 import os
 import queue
 import subprocess
@@ -26,27 +25,16 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mae
 from tests.helpers import cross_backend_worker
 from tests.helpers.backend_grads import rel_err
+from tests.helpers.tiny import NUM_PATCHES
+from tests.helpers.tiny import TINY
 
 BACKENDS = ("tensorflow", "jax", "torch")
 TOLERANCE = 1e-5
 TIMEOUT = 300  # seconds a worker may take for a step
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "helpers", "cross_backend_worker.py")
-
-CONFIG = dict(
-    image_shape=(16, 16, 3),
-    patch_size=4,
-    hidden_dim=32,
-    num_layers=2,
-    num_heads=4,
-    decoder_hidden_dim=16,
-    decoder_num_layers=1,
-    decoder_num_heads=2,
-    norm_pix_loss=True,
-)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -104,16 +92,15 @@ def results(step, workdir):
 
 @pytest.mark.serial
 def test_backends_agree_and_read_each_others_files(tmp_path):
-    model = keras_mae.MaskedAutoencoder(**CONFIG)
+    model = cross_backend_worker.new_model()
     rng = np.random.default_rng(0)
     for v in model.trainable_variables:  # norms and biases away from 1 / 0 too
         v.assign(keras.ops.convert_to_numpy(v) + 0.1 * rng.standard_normal(v.shape))
     model.save_weights(str(tmp_path / "reference.weights.h5"))
-    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
     np.savez(
         tmp_path / "inputs.npz",
-        images=rng.standard_normal((2, 16, 16, 3)).astype("float32"),
-        noise=rng.random((2, 16)).astype("float32"),
+        images=rng.standard_normal((2, *TINY["image_shape"])).astype("float32"),
+        noise=rng.random((2, NUM_PATCHES)).astype("float32"),
     )
 
     # One process per other backend, started while this (JAX) one works.

@@ -15,25 +15,18 @@ import keras_mae
 from tests.helpers.backend_grads import outputs_loss_grads
 from tests.helpers.backend_grads import rel_err
 from tests.helpers.backend_grads import value_and_grads
+from tests.helpers.tiny import BATCH
+from tests.helpers.tiny import TINY
+from tests.helpers.tiny import tiny_images
 
 BACKEND = keras.backend.backend()
-CONFIG = dict(
-    image_shape=(8, 8, 1),
-    patch_size=2,
-    hidden_dim=16,
-    num_layers=1,
-    num_heads=2,
-    decoder_hidden_dim=8,
-    decoder_num_layers=1,
-    decoder_num_heads=2,
-    mask_ratio=0.5,
-    seed=0,  # the same masks in both models, drawn from their seed generators
-)
+# Half the patches visible; the same seed gives both models the same masks.
+CONFIG = {**TINY, "mask_ratio": 0.5, "seed": 0}
 BLOCKS = CONFIG["num_layers"] + CONFIG["decoder_num_layers"]
 
 
-def inputs(batch=3):
-    return {"images": np.random.default_rng(0).random((batch, 8, 8, 1)).astype("float32")}
+def inputs():
+    return {"images": tiny_images()}
 
 
 def pair():
@@ -70,7 +63,7 @@ def test_remat_reaches_every_block_and_the_config():
     old_encoder = {k: v for k, v in mae.encoder.get_config().items() if k != "remat"}
     assert not any(b.remat for b in keras_mae.MAEEncoder.from_config(old_encoder).blocks)
     with pytest.raises(TypeError, match="remat must be True or False. Received: remat='yes'"):
-        keras_mae.ViTBlock(16, 2, remat="yes")
+        keras_mae.ViTBlock(TINY["hidden_dim"], TINY["num_heads"], remat="yes")
 
 
 def loss_function(mae, batch):
@@ -134,8 +127,8 @@ def test_remat_trains_with_fit():
     plain, remat = pair()
     for mae in (plain, remat):
         mae.compile(optimizer=keras.optimizers.SGD(0.1))
-    data = inputs(4)
-    fit = dict(batch_size=4, epochs=1, shuffle=False, verbose=0)
+    data = inputs()
+    fit = dict(batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     plain_loss = plain.fit(data, **fit).history["loss"]
     remat_loss = remat.fit(data, **fit).history["loss"]
     assert remat_loss == pytest.approx(plain_loss, rel=1e-5)

@@ -1,7 +1,8 @@
 """Checkpoint import: key map, layouts, position resampling and every refusal.
 
-Uses a synthetic official-layout state dict of tiny shapes (16x16 RGB, patch 4,
-16-d x 1 block, decoder 8-d x 1 block). The numerical oracle is in
+Uses a synthetic official-layout state dict of the square tiny model (`SQUARE`
+in tests/helpers/tiny.py: 16x16 RGB, patch 4, 16-d x 2 blocks, decoder 8-d x 1
+block). The numerical oracle is in
 test_oracle.py; this file checks the plumbing.
 """
 
@@ -19,43 +20,42 @@ from keras_mae import weights
 from keras_mae.weights.config import config_from_hf
 from keras_mae.weights.readers import read_checkpoint
 from tests.conftest import to_numpy
+from tests.helpers.tiny import SQUARE
+from tests.helpers.tiny import SQUARE_ENCODER
+from tests.helpers.tiny import SQUARE_GRID
+from tests.helpers.tiny import square_encoder
+from tests.helpers.tiny import square_hf_config
+from tests.helpers.tiny import square_mae
 
 torch = pytest.importorskip("torch")
 
-TINY = dict(
-    image_shape=(16, 16, 3),
-    patch_size=4,
-    hidden_dim=16,
-    num_layers=1,
-    num_heads=2,
-    decoder_hidden_dim=8,
-    decoder_num_layers=1,
-    decoder_num_heads=2,
-)
-ENCODER_TINY = {k: v for k, v in TINY.items() if not k.startswith("decoder_")}
+# What a checkpoint's shapes cannot tell.
+HEADS = {key: SQUARE[key] for key in ("num_heads", "decoder_num_heads")}
 
 
-def official_state_dict(seed=0, grid=4, encoder_only=False):
-    """Random weights under the official names and shapes (torch layouts)."""
+def official_state_dict(seed=0, grid=SQUARE_GRID, encoder_only=False):
+    """Random weights of `SQUARE` under the official names and shapes (torch layouts)."""
     rng = np.random.default_rng(seed)
-    d, dd, p, c, hidden = 16, 8, 4, 3, 64
+    d, dd, p = SQUARE["hidden_dim"], SQUARE["decoder_hidden_dim"], SQUARE["patch_size"]
+    c, hidden = SQUARE["image_shape"][-1], square_hf_config()["intermediate_size"]
     length = grid * grid
 
     def r(*shape):
         return rng.standard_normal(shape).astype("float32")
 
-    def blocks(prefix, dim):
+    def blocks(prefix, dim, count):
         out = {}
-        for name, shape in (
-            ("norm1", (dim,)),
-            ("norm2", (dim,)),
-            ("attn.qkv", (3 * dim, dim)),
-            ("attn.proj", (dim, dim)),
-            ("mlp.fc1", (4 * dim, dim)),
-            ("mlp.fc2", (dim, 4 * dim)),
-        ):
-            out[f"{prefix}.0.{name}.weight"] = r(*shape)
-            out[f"{prefix}.0.{name}.bias"] = r(shape[0])
+        for i in range(count):
+            for name, shape in (
+                ("norm1", (dim,)),
+                ("norm2", (dim,)),
+                ("attn.qkv", (3 * dim, dim)),
+                ("attn.proj", (dim, dim)),
+                ("mlp.fc1", (4 * dim, dim)),
+                ("mlp.fc2", (dim, 4 * dim)),
+            ):
+                out[f"{prefix}.{i}.{name}.weight"] = r(*shape)
+                out[f"{prefix}.{i}.{name}.bias"] = r(shape[0])
         return out
 
     def table(dim):
@@ -68,7 +68,7 @@ def official_state_dict(seed=0, grid=4, encoder_only=False):
         "pos_embed": table(d),
         "norm.weight": r(d),
         "norm.bias": r(d),
-        **blocks("blocks", d),
+        **blocks("blocks", d, SQUARE["num_layers"]),
     }
     if not encoder_only:
         sd.update(
@@ -81,7 +81,7 @@ def official_state_dict(seed=0, grid=4, encoder_only=False):
                 "decoder_norm.bias": r(dd),
                 "decoder_pred.weight": r(p * p * c, dd),
                 "decoder_pred.bias": r(p * p * c),
-                **blocks("decoder_blocks", dd),
+                **blocks("decoder_blocks", dd, SQUARE["decoder_num_layers"]),
             }
         )
     assert hidden == 4 * d
@@ -120,19 +120,20 @@ def test_position_resampling_matches_torch_bicubic(source, target):
 
 def test_weights_land_where_the_official_model_uses_them():
     sd = official_state_dict()
-    mae = keras_mae.MaskedAutoencoder(**TINY)
+    mae = square_mae()
     weights.load_official_weights(mae, sd)
     kernel = to_numpy(mae.encoder.patch_encoder.projection.kernel)
     w = sd["patch_embed.proj.weight"]  # (D, C, p, p)
     for d, c, i, j in [(0, 0, 0, 0), (3, 2, 1, 3), (15, 1, 3, 2)]:
         assert kernel[(i * 4 + j) * 3 + c, d] == w[d, c, i, j]
     # The patch encoder is the official conv + the table without its cls row.
-    images = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype("float32")
+    images = np.random.default_rng(1).standard_normal((2, *SQUARE["image_shape"]))
+    images = images.astype("float32")
     conv = torch.nn.functional.conv2d(
         torch.from_numpy(images).permute(0, 3, 1, 2),
         torch.from_numpy(w),
         torch.from_numpy(sd["patch_embed.proj.bias"]),
-        stride=4,
+        stride=SQUARE["patch_size"],
     )
     ref = conv.flatten(2).transpose(1, 2).numpy() + sd["pos_embed"][:, 1:]
     ours = to_numpy(mae.encoder.patch_encoder(images))
@@ -151,20 +152,22 @@ def test_hugging_face_names_in_both_transformers_layouts(tmp_path):
     pytest.importorskip("transformers")
     from tests.helpers import mae_oracle_utils as oracle
 
-    model = oracle.random_hf_model()
+    model = oracle.random_hf_model(**square_hf_config())
     in_memory = oracle.numpy_state_dict(model)  # transformers 5 names (q_proj, mlp.fc1)
     model.save_pretrained(str(tmp_path))
     on_disk, hf_config = read_checkpoint(str(tmp_path))  # Hub names (attention.query, ...)
     assert any(".attention.attention.query." in k for k in on_disk)
     assert any(".q_proj." in k for k in in_memory)
     a, b = weights.hf_to_official(in_memory), weights.hf_to_official(on_disk)
-    assert set(a) == set(b) == set(official_state_dict_keys(2, 1))
+    layers = SQUARE["num_layers"], SQUARE["decoder_num_layers"]
+    assert set(a) == set(b) == set(official_state_dict_keys(*layers))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
+    d = SQUARE["hidden_dim"]  # qkv rows: query, key, value
     np.testing.assert_array_equal(
-        a["blocks.1.attn.qkv.weight"][32:64], in_memory["vit.layers.1.attention.k_proj.weight"]
+        a["blocks.1.attn.qkv.weight"][d : 2 * d], in_memory["vit.layers.1.attention.k_proj.weight"]
     )
-    assert config_from_hf(hf_config)["decoder_num_heads"] == 2
+    assert config_from_hf(hf_config)["decoder_num_heads"] == SQUARE["decoder_num_heads"]
 
 
 def official_state_dict_keys(num_layers, decoder_layers):
@@ -188,19 +191,19 @@ def official_state_dict_keys(num_layers, decoder_layers):
 
 
 def test_misfit_checkpoint_lists_every_problem_and_loads_nothing():
-    mae = keras_mae.MaskedAutoencoder(**TINY)
+    mae = square_mae()
     before = snapshot(mae)
     sd = official_state_dict()
     del sd["blocks.0.attn.qkv.bias"]
     sd["head.weight"] = np.zeros((10, 16), "float32")
-    sd["blocks.1.norm1.weight"] = np.ones(16, "float32")
+    sd["blocks.2.norm1.weight"] = np.ones(16, "float32")  # SQUARE has 2 blocks
     sd["decoder_pred.weight"] = np.zeros((24, 8), "float32")
     with pytest.raises(ValueError) as info:
         weights.load_official_weights(mae, sd)
     message = str(info.value)
     assert "nothing was loaded" in message
     assert "missing keys (1): blocks.0.attn.qkv.bias" in message
-    assert "unexpected keys (2): blocks.1.norm1.weight, head.weight" in message
+    assert "unexpected keys (2): blocks.2.norm1.weight, head.weight" in message
     assert "decoder_pred.weight: checkpoint (24, 8), model (48, 8)" in message
     assert_unchanged(mae, before)
 
@@ -210,8 +213,8 @@ def test_encoder_only_checkpoint_needs_the_encoder_class(tmp_path):
     with pytest.raises(
         ValueError, match=r"(?s)missing keys \(20\): .*decoder_embed.weight.*MAEEncoder"
     ):
-        keras_mae.MaskedAutoencoder.from_official_checkpoint(path, **TINY)
-    encoder = keras_mae.MAEEncoder.from_official_checkpoint(path, **ENCODER_TINY)
+        keras_mae.MaskedAutoencoder.from_official_checkpoint(path, **SQUARE)
+    encoder = keras_mae.MAEEncoder.from_official_checkpoint(path, **SQUARE_ENCODER)
     np.testing.assert_array_equal(
         to_numpy(encoder.norm.gamma), official_state_dict(encoder_only=True)["norm.weight"]
     )
@@ -224,10 +227,8 @@ def test_wrong_preset_is_refused_with_the_shapes(tmp_path):
     with pytest.raises(ValueError, match="cannot tell num_heads, decoder_num_heads"):
         keras_mae.MaskedAutoencoder.from_official_checkpoint(path)
     # Shapes give the rest of the architecture.
-    mae = keras_mae.MaskedAutoencoder.from_official_checkpoint(
-        path, num_heads=2, decoder_num_heads=2
-    )
-    assert {k: mae.get_config()[k] for k in TINY} == TINY
+    mae = keras_mae.MaskedAutoencoder.from_official_checkpoint(path, **HEADS)
+    assert {k: mae.get_config()[k] for k in SQUARE} == SQUARE
 
 
 def test_unreadable_files_get_clear_errors(tmp_path):
@@ -265,7 +266,7 @@ def test_safetensors_file_in_official_layout(tmp_path):
     sd = official_state_dict()
     save_file(sd, str(tmp_path / "mae.safetensors"))
     mae = keras_mae.MaskedAutoencoder.from_official_checkpoint(
-        str(tmp_path / "mae.safetensors"), **TINY
+        str(tmp_path / "mae.safetensors"), **SQUARE
     )
     np.testing.assert_array_equal(to_numpy(mae.decoder.norm.gamma), sd["decoder_norm.weight"])
 
@@ -274,13 +275,13 @@ def test_cls_position_rows():
     # Encoder: the official model adds pos_embed[:, 0] to the cls token; folded in.
     sd = official_state_dict(encoder_only=True)
     sd["pos_embed"][0, 0] = 0.5
-    encoder = keras_mae.MAEEncoder(**ENCODER_TINY)
+    encoder = square_encoder()
     weights.load_official_weights(encoder, sd)
     np.testing.assert_allclose(to_numpy(encoder.class_token.token), sd["cls_token"] + 0.5)
     # Decoder: no place for a non-zero cls row; refused, nothing loaded.
     sd = official_state_dict()
     sd["decoder_pos_embed"][0, 0, 3] = 0.25
-    mae = keras_mae.MaskedAutoencoder(**TINY)
+    mae = square_mae()
     before = snapshot(mae)
     with pytest.raises(ValueError, match="decoder_pos_embed: the cls row is not zero"):
         weights.load_official_weights(mae, sd)
@@ -292,7 +293,7 @@ def test_other_resolution_resamples_both_tables_with_a_notice(tmp_path):
     path = save_pth(sd, tmp_path / "mae16.pth")
     with pytest.warns(UserWarning, match="4x4 grid to 6x6") as record:
         mae = keras_mae.MaskedAutoencoder.from_official_checkpoint(
-            path, **{**TINY, "image_shape": (24, 24, 3)}
+            path, **{**SQUARE, "image_shape": (24, 24, 3)}
         )
     assert len([w for w in record if "resampled" in str(w.message)]) == 2
     np.testing.assert_allclose(
@@ -317,37 +318,21 @@ def test_command_line_writes_a_loadable_model(tmp_path, capsys):
     save_file = pytest.importorskip("safetensors.numpy").save_file
     save_file(sd, str(hf_dir / "model.safetensors"))
     (hf_dir / "config.json").write_text(
-        json.dumps(
-            {
-                "model_type": "vit_mae",
-                "image_size": 16,
-                "patch_size": 4,
-                "num_channels": 3,
-                "hidden_size": 16,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "intermediate_size": 64,
-                "decoder_hidden_size": 8,
-                "decoder_num_hidden_layers": 1,
-                "decoder_num_attention_heads": 2,
-                "decoder_intermediate_size": 32,
-                "layer_norm_eps": 1e-6,
-            }
-        )
+        json.dumps({"model_type": "vit_mae", **square_hf_config(layer_norm_eps=1e-6)})
     )
     output = str(tmp_path / "mae.keras")
     convert.main([str(hf_dir), "--output", output, "--norm-pix-loss"])
     assert "wrote" in capsys.readouterr().out
     loaded = keras.saving.load_model(output)
     assert loaded.norm_pix_loss is True
-    reference = keras_mae.MaskedAutoencoder.from_official_checkpoint(
-        path, num_heads=2, decoder_num_heads=2
-    )
+    reference = keras_mae.MaskedAutoencoder.from_official_checkpoint(path, **HEADS)
     for a, b in zip(loaded.weights, reference.weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
     # A bare official .pth of no preset: heads on the command line.
     weights_out = str(tmp_path / "mae.weights.h5")
-    convert.main([path, "--output", weights_out, "--num-heads", "2", "--decoder-num-heads", "2"])
+    heads = ["--num-heads", str(HEADS["num_heads"])]
+    heads += ["--decoder-num-heads", str(HEADS["decoder_num_heads"])]
+    convert.main([path, "--output", weights_out, *heads])
     reference.load_weights(weights_out)  # same architecture, so it fits
     with pytest.raises(SystemExit, match="error: .*does not fit the model; nothing was loaded"):
         convert.main([path, "--output", output, "--preset", "mae_vit_micro_patch2"])
@@ -390,36 +375,21 @@ def write_hf_directory(directory, sd, config_json=True, **changes):
     directory.mkdir()
     pytest.importorskip("safetensors.numpy").save_file(sd, str(directory / "model.safetensors"))
     if config_json:
-        config = {
-            "model_type": "vit_mae",
-            "image_size": 16,
-            "patch_size": 4,
-            "num_channels": 3,
-            "hidden_size": 16,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "decoder_hidden_size": 8,
-            "decoder_num_hidden_layers": 1,
-            "decoder_num_attention_heads": 2,
-            "decoder_intermediate_size": 32,
-            "mask_ratio": 0.6,
-            **changes,
-        }
+        config = {"model_type": "vit_mae", **square_hf_config(mask_ratio=0.6, **changes)}
         (directory / "config.json").write_text(json.dumps(config))
     return str(directory)
 
 
 def test_stray_key_without_preset_names_the_keys(tmp_path):
     sd = official_state_dict()
-    sd["blocks.1.norm1.weight"] = np.ones(16, "float32")  # a second block, incomplete
+    sd["blocks.2.norm1.weight"] = np.ones(16, "float32")  # a third block, incomplete
     del sd["decoder_norm.bias"]
     path = save_pth(sd, tmp_path / "stray.pth")
     with pytest.raises(ValueError) as info:
         keras_mae.MaskedAutoencoder.from_official_checkpoint(path)
     message = str(info.value)
     assert "does not have the layout of an official MAE checkpoint" in message
-    assert "unexpected keys (1): blocks.1.norm1.weight" in message
+    assert "unexpected keys (1): blocks.2.norm1.weight" in message
     assert "missing keys (1): decoder_norm.bias" in message
     assert "cannot tell num_heads" not in message
 
@@ -470,7 +440,7 @@ def test_missing_config_json_names_the_defaulted_settings(tmp_path):
     directory = write_hf_directory(tmp_path / "hf", official_state_dict(), config_json=False)
     with pytest.warns(UserWarning) as record:
         mae = keras_mae.MaskedAutoencoder.from_official_checkpoint(
-            directory, num_heads=2, decoder_num_heads=2, norm_pix_loss=True
+            directory, **HEADS, norm_pix_loss=True
         )
     (message,) = [str(w.message) for w in record if "config.json" in str(w.message)]
     assert "comes with no config.json and no preset was given" in message

@@ -1,12 +1,12 @@
 """keras-mae models written as Hugging Face ViTMAE directories, read by transformers.
 
-Tiny models (32x32 RGB, patch 8, 32-d x 2 blocks, decoder 16-d x 1) with every
-variable moved off its initial value (position tables, cls and mask tokens,
-LayerNorms and biases included), so that a dropped or swapped weight shows.
-transformers' `from_pretrained` must load every entry (nothing missing, unexpected
-or mis-shaped) and give the same `pred` / `last_hidden_state` for the same
-`noise` (relative error max|a - b| / max|b| below 1e-5); the directory must read
-back into keras-mae with every variable equal.
+The square tiny model (`SQUARE` in tests/helpers/tiny.py: 16x16 RGB, patch 4,
+16-d x 2 blocks, decoder 8-d x 1) with every variable moved off its initial
+value (position tables, cls and mask tokens, LayerNorms and biases included), so
+that a dropped or swapped weight shows. transformers' `from_pretrained` must load
+every entry (nothing missing, unexpected or mis-shaped) and give the same `pred` /
+`last_hidden_state` for the same `noise` (relative error max|a - b| / max|b| below
+1e-5); the directory must read back into keras-mae with every variable equal.
 """
 
 import json
@@ -29,20 +29,21 @@ from keras_mae.weights.key_map import hf_to_official  # noqa: E402
 from tests.conftest import to_numpy  # noqa: E402
 from tests.helpers import mae_oracle_utils as oracle  # noqa: E402
 from tests.helpers.backend_grads import rel_err  # noqa: E402
+from tests.helpers.tiny import SQUARE  # noqa: E402
+from tests.helpers.tiny import SQUARE_PATCHES  # noqa: E402
+from tests.helpers.tiny import square_encoder  # noqa: E402
+from tests.helpers.tiny import square_hf_config  # noqa: E402
+from tests.helpers.tiny import square_mae  # noqa: E402
 
 TOLERANCE = 1e-5
-TINY = dict(
-    image_shape=(32, 32, 3),
-    patch_size=8,
-    hidden_dim=32,
-    num_layers=2,
-    num_heads=4,
-    decoder_hidden_dim=16,
-    decoder_num_layers=1,
-    decoder_num_heads=2,
-    layer_norm_epsilon=1e-6,
-)
-ENCODER_TINY = {k: v for k, v in TINY.items() if not k.startswith("decoder_")}
+
+
+def images_and_noise(seed=0):
+    """Two `SQUARE` images and their masking noise."""
+    height, _, channels = SQUARE["image_shape"]
+    return oracle.images_and_noise(
+        size=height, channels=channels, num_patches=SQUARE_PATCHES, seed=seed
+    )
 
 
 def perturbed(model, seed=0):
@@ -70,17 +71,18 @@ def assert_same_weights(a, b):
 def test_masked_autoencoder_matches_transformers(tmp_path, norm_pix):
     from transformers import ViTMAEForPreTraining
 
-    mae = perturbed(keras_mae.MaskedAutoencoder(**TINY, norm_pix_loss=norm_pix, mask_ratio=0.5))
+    mae = perturbed(square_mae(norm_pix_loss=norm_pix, mask_ratio=0.5))
     directory = mae.export_to_transformers(str(tmp_path / "vit-mae"))
     assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"]
     config = json.load(open(os.path.join(directory, "config.json")))
     assert config["model_type"] == "vit_mae"
     assert config["architectures"] == ["ViTMAEForPreTraining"]
     assert (config["mask_ratio"], config["norm_pix_loss"]) == (0.5, norm_pix)
-    assert (config["intermediate_size"], config["decoder_intermediate_size"]) == (128, 64)
+    mlp_widths = 4 * SQUARE["hidden_dim"], 4 * SQUARE["decoder_hidden_dim"]  # mlp_ratio 4
+    assert (config["intermediate_size"], config["decoder_intermediate_size"]) == mlp_widths
 
     hf_model = from_pretrained(ViTMAEForPreTraining, directory)
-    images, noise = oracle.images_and_noise()
+    images, noise = images_and_noise()
     ref = oracle.hf_outputs(hf_model, images, noise)
     out = mae({"images": images, "noise": noise})
     loss = float(to_numpy(mae.compute_loss({"images": images, "noise": noise})))
@@ -99,15 +101,15 @@ def test_masked_autoencoder_matches_transformers(tmp_path, norm_pix):
 def test_encoder_matches_transformers_vit_mae_model(tmp_path):
     from transformers import ViTMAEModel
 
-    encoder = perturbed(keras_mae.MAEEncoder(**ENCODER_TINY), seed=1)
+    encoder = perturbed(square_encoder(), seed=1)
     directory = export_to_transformers(encoder, tmp_path / "vit-mae-encoder")
     config = json.load(open(os.path.join(directory, "config.json")))
     assert config["architectures"] == ["ViTMAEModel"] and config["mask_ratio"] == 0.0
 
     hf_model = from_pretrained(ViTMAEModel, directory)
-    images, _ = oracle.images_and_noise(seed=3)
+    images, _ = images_and_noise(seed=3)
     # mask_ratio 0 keeps every patch; increasing noise keeps them in order.
-    noise = torch.arange(16, dtype=torch.float32).expand(2, 16)
+    noise = torch.arange(SQUARE_PATCHES, dtype=torch.float32).expand(2, SQUARE_PATCHES)
     with torch.no_grad():
         tokens = hf_model(
             pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), noise=noise
@@ -122,7 +124,7 @@ def test_encoder_matches_transformers_vit_mae_model(tmp_path):
 
 @pytest.mark.backend_free
 def test_key_maps_are_inverses():
-    hf_model = oracle.random_hf_model(seed=2)
+    hf_model = oracle.random_hf_model(seed=2, **square_hf_config())
     hub_names = oracle.numpy_state_dict(hf_model)
     official = hf_to_official(hub_names)
     written = official_to_hf(official)
@@ -140,18 +142,18 @@ def test_key_maps_are_inverses():
 
 
 def test_official_state_dict_reloads_exactly():
-    mae = perturbed(keras_mae.MaskedAutoencoder(**TINY), seed=4)
+    mae = perturbed(square_mae(), seed=4)
     official = official_state_dict(mae)
     assert not np.any(official["pos_embed"][0, 0]) and not np.any(
         official["decoder_pos_embed"][0, 0]
     )
-    fresh = keras_mae.MaskedAutoencoder(**TINY)
+    fresh = square_mae()
     keras_mae.weights.load_official_weights(fresh, official)
     assert_same_weights(mae, fresh)
 
 
 def test_refusals(tmp_path):
-    wide = keras_mae.MAEEncoder(**{**ENCODER_TINY, "image_shape": (32, 48, 3)})
+    wide = square_encoder(image_shape=(32, 48, 3))
     target = tmp_path / "out"
     with pytest.raises(ValueError, match=r"square images only.*\(32, 48, 3\)"):
         export_to_transformers(wide, target)
@@ -159,7 +161,7 @@ def test_refusals(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     with pytest.raises(FileExistsError, match="is not a directory"):
-        export_to_transformers(keras_mae.MAEEncoder(**ENCODER_TINY), a_file)
+        export_to_transformers(square_encoder(), a_file)
     with pytest.raises(TypeError, match="MaskedAutoencoder or keras_mae.MAEEncoder"):
         export_to_transformers(keras.Sequential([keras.layers.Dense(2)]), tmp_path / "x")
 
@@ -168,7 +170,7 @@ def test_command_line_keras_file_to_transformers(tmp_path, capsys):
     from transformers import ViTMAEForPreTraining
     from transformers import ViTMAEModel
 
-    mae = perturbed(keras_mae.MaskedAutoencoder(**TINY), seed=5)
+    mae = perturbed(square_mae(), seed=5)
     path = str(tmp_path / "mae.keras")
     mae.save(path)
     out_dir = str(tmp_path / "hf")
@@ -183,7 +185,7 @@ def test_command_line_keras_file_to_transformers(tmp_path, capsys):
     assert f"MaskedAutoencoder: {count:,} trainable parameters; wrote {out_dir}" in (
         capsys.readouterr().out
     )
-    images, noise = oracle.images_and_noise(seed=6)
+    images, noise = images_and_noise(seed=6)
     ref = oracle.hf_outputs(hf_model, images, noise)
     assert rel_err(to_numpy(mae({"images": images, "noise": noise})["pred"]), ref["pred"]) <= (
         TOLERANCE
