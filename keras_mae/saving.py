@@ -9,7 +9,11 @@ its path, its size and what to do.
 
 Example:
 >>> import keras_mae
->>> encoder = keras_mae.load_model("mae_output/encoder.keras")
+>>> encoder = keras_mae.MAEEncoder((8, 8, 1), patch_size=2, hidden_dim=16,
+...                                num_layers=1, num_heads=2)
+>>> encoder.save("encoder.keras")
+>>> keras_mae.load_model("encoder.keras").count_params() == encoder.count_params()
+True
 """
 
 import os

@@ -16,12 +16,15 @@ call `fit` with the global batch size.
   `fit` gets `batch_size = global_batch // jax.process_count()`.
 
 Example (one host, all local devices):
->>> from keras_mae.distribute import jax_distribution
->>> distribution = jax_distribution.model_parallel(model_parallelism=2)
->>> with distribution.scope():
-...     mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_base_patch16")
-...     mae.compile(optimizer=keras.optimizers.AdamW(1e-4))
->>> mae.fit(images, batch_size=256)
+
+```python
+from keras_mae.distribute import jax_distribution
+distribution = jax_distribution.model_parallel(model_parallelism=2)
+with distribution.scope():
+    mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_base_patch16")
+    mae.compile(optimizer=keras.optimizers.AdamW(1e-4))
+mae.fit(images, batch_size=256)
+```
 """
 
 import keras

@@ -13,12 +13,15 @@ Keras losses do, so the update equals one device's).
 - `"tpu"`: `TPUStrategy` on a Cloud TPU (`tpu` names it; `None` = local).
 
 Example:
->>> from keras_mae.distribute import tf_distribution
->>> strategy = tf_distribution.make_strategy("mirrored")
->>> with strategy.scope():
-...     mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_base_patch16")
-...     mae.compile(optimizer=keras.optimizers.AdamW(1e-4))
->>> mae.fit(dataset)  # batches of the global batch size
+
+```python
+from keras_mae.distribute import tf_distribution
+strategy = tf_distribution.make_strategy("mirrored")
+with strategy.scope():
+    mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_base_patch16")
+    mae.compile(optimizer=keras.optimizers.AdamW(1e-4))
+mae.fit(dataset)  # batches of the global batch size
+```
 """
 
 import tensorflow as tf

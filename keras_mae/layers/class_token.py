@@ -16,7 +16,7 @@ class ClassToken(keras.layers.Layer):
         `(batch, 1 + tokens, dim)`, the cls token first.
 
     Example:
-    >>> ClassToken()(np.zeros((2, 4, 8))).shape
+    >>> tuple(ClassToken()(np.zeros((2, 4, 8))).shape)
     (2, 5, 8)
     """
 

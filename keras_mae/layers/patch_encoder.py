@@ -32,7 +32,7 @@ class PatchEncoder(keras.layers.Layer):
 
     Example:
     >>> layer = PatchEncoder(patch_size=4, hidden_dim=32)
-    >>> layer(np.zeros((2, 8, 12, 3))).shape
+    >>> tuple(layer(np.zeros((2, 8, 12, 3))).shape)
     (2, 6, 32)
     """
 

@@ -142,7 +142,7 @@ class RandomMasking(keras.layers.Layer):
 
     Example:
     >>> visible, mask, ids_restore = RandomMasking(0.75, seed=0)(np.ones((2, 16, 8)))
-    >>> visible.shape, mask.shape
+    >>> tuple(visible.shape), tuple(mask.shape)
     ((2, 4, 8), (2, 16))
     """
 

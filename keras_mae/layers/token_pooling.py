@@ -15,7 +15,7 @@ class TokenPooling(keras.layers.Layer):
         `(batch, dim)`.
 
     Example:
-    >>> TokenPooling("mean")(np.ones((2, 5, 8))).shape
+    >>> tuple(TokenPooling("mean")(np.ones((2, 5, 8))).shape)
     (2, 8)
     """
 

@@ -43,7 +43,7 @@ class ViTBlock(keras.layers.Layer):
         `(batch, tokens, hidden_dim)`.
 
     Example:
-    >>> ViTBlock(hidden_dim=32, num_heads=4)(np.zeros((2, 5, 32))).shape
+    >>> tuple(ViTBlock(hidden_dim=32, num_heads=4)(np.zeros((2, 5, 32))).shape)
     (2, 5, 32)
     """
 

@@ -42,7 +42,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     Example:
     >>> schedule = WarmupCosine(1e-3, total_steps=1000, warmup_steps=100)
     >>> float(schedule(50))  # half-way up
-    0.0005
+    0.0005...
     """
 
     def __init__(self, peak_learning_rate, total_steps, warmup_steps=0, min_learning_rate=0.0):

@@ -227,9 +227,12 @@ def export_to_transformers(model, directory):
         The directory, as a str.
 
     Example:
-    >>> mae.export_to_transformers("vit-mae-mine")  # or this function
-    >>> from transformers import ViTMAEForPreTraining
-    >>> hf_model = ViTMAEForPreTraining.from_pretrained("vit-mae-mine")
+
+    ```python
+    mae.export_to_transformers("vit-mae-mine")  # or this function
+    from transformers import ViTMAEForPreTraining
+    hf_model = ViTMAEForPreTraining.from_pretrained("vit-mae-mine")
+    ```
     """
     if not hasattr(model, "patch_encoder") and not hasattr(model, "decoder"):
         raise TypeError(
