@@ -462,7 +462,7 @@ def compile_for_finetuning(model, steps_per_epoch, settings):
         model.compile(optimizer=optimizer_for(model, num_layers, steps_per_epoch, settings))
     else:
         num_layers = model.get_layer(index=1).num_layers
-        compile_with_settings(model, num_layers, steps_per_epoch, settings)
+        compile_with_optimizer(model, optimizer_for(model, num_layers, steps_per_epoch, settings))
 
 
 def evaluate_top1(model, test, settings):
@@ -498,10 +498,10 @@ def optimizer_for(model, num_layers, steps_per_epoch, settings):
     )
 
 
-def compile_with_settings(model, num_layers, steps_per_epoch, settings, label_smoothing=0.0):
-    """`compile_classifier` with the optimisation of `settings` (a `FinetuneSettings`)."""
+def compile_with_optimizer(model, optimizer, label_smoothing=0.0):
+    """`compile_classifier` with a given optimizer."""
     model.compile(
-        optimizer=optimizer_for(model, num_layers, steps_per_epoch, settings),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=label_smoothing
         ),
@@ -551,15 +551,18 @@ def compile_classifier(
     256 with warmup + cosine to 1e-6, and cross-entropy on one-hot labels (with
     `label_smoothing`, unless the labels come smoothed already).
     """
-    settings = FinetuneSettings(
-        epochs=epochs,
-        batch_size=batch_size,
-        base_learning_rate=base_learning_rate,
-        layer_decay=layer_decay,
-        weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs,
+    optimizer = finetuning_optimizer(
+        model,
+        num_layers,
+        epochs,
+        steps_per_epoch,
+        batch_size,
+        base_learning_rate,
+        layer_decay,
+        weight_decay,
+        warmup_epochs,
     )
-    compile_with_settings(model, num_layers, steps_per_epoch, settings, label_smoothing)
+    compile_with_optimizer(model, optimizer, label_smoothing)
 
 
 def top1(model, dataset):
