@@ -18,7 +18,6 @@ from keras_mae.layers.random_masking import num_kept
 from keras_mae.models import checks
 from keras_mae.models.base import PresetMixin
 from keras_mae.models.base import dtype_config
-from keras_mae.models.checks import has_normalization as has_normalization  # re-exported
 from keras_mae.models.mae_decoder import MAEDecoder
 from keras_mae.models.mae_encoder import MAEEncoder
 

@@ -31,9 +31,9 @@ import numpy as np
 
 from keras_mae.data.arrays import is_arrays
 from keras_mae.kernels.precision import check_compute_dtype
+from keras_mae.models.checks import has_normalization
 from keras_mae.models.mae_encoder import MAEEncoder
 from keras_mae.models.masked_autoencoder import MaskedAutoencoder
-from keras_mae.models.masked_autoencoder import has_normalization
 
 
 def dtype_of(images):
