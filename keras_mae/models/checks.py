@@ -44,6 +44,7 @@ def check_arguments(
     seed,
     augmentation,
     attention_padding,
+    remat,
     dtype,
 ):
     """Every constructor argument of a `MaskedAutoencoder`, before any layer exists."""
@@ -67,6 +68,8 @@ def check_arguments(
             f"None. Received: augmentation={augmentation!r}"
         )
     kernels.check_attention_padding(attention_padding)
+    if not isinstance(remat, bool):  # as `keras_mae.ViTBlock` says it
+        raise TypeError(f"remat must be True or False. Received: remat={remat!r}")
     channels = image_shape[-1]
     if norm_pix_loss and patch_size * patch_size * channels < 2:
         raise ValueError(

@@ -22,6 +22,13 @@ from keras_mae.models.mae_decoder import MAEDecoder
 from keras_mae.models.mae_encoder import MAEEncoder
 
 NORM_PIX_EPSILON = 1e-6
+# The constructor arguments that `get_config` returns as they are, in its order, after
+# name, trainable and dtype and before augmentation: the keys of saved `.keras` files.
+CONFIG_KEYS = tuple(
+    """image_shape patch_size hidden_dim num_layers num_heads mlp_ratio decoder_hidden_dim
+    decoder_num_layers decoder_num_heads mask_ratio norm_pix_loss layer_norm_epsilon seed
+    attention_padding remat""".split()
+)
 
 
 def normalize_patches(patches):
@@ -66,16 +73,13 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
     (`self.decoder`, a `keras_mae.MAEDecoder`); the loss (`compute_loss`) is the
     mean squared error over the masked patches, in float32.
 
-    `fit` is Keras' training loop, on TensorFlow, JAX and PyTorch, from
-    arrays or `tf.data` yielding images, `{"images", "noise"}` dicts or
-    `(images, labels)` (labels are ignored). Its step, `train_step`, is
-    `keras_mae.kernels.train_step`: Keras' own under TensorFlow and JAX; under
-    PyTorch with Adam or AdamW, one with the same numbers and no host-device
-    wait. Before any step, `fit` and `evaluate` refuse empty data
-    ("0 images"), non-finite noise, and integer images (e.g. `uint8`) the
-    model cannot normalise: without an `augmentation` they are refused (the model
-    would regress raw 0-255 values); with one that holds no
-    `keras.layers.Rescaling` or `Normalization`, a warning says so.
+    `fit` is Keras' training loop on every backend, from arrays or `tf.data`
+    yielding images, `{"images", "noise"}` dicts or `(images, labels)` (labels
+    are ignored); its step is `keras_mae.kernels.train_step` (Keras' own, or
+    under PyTorch with Adam or AdamW the same numbers with no host-device wait).
+    `fit` and `evaluate` first refuse empty data, non-finite noise, and integer
+    images (e.g. `uint8`) without an `augmentation` to normalise them (with one
+    that holds no `keras.layers.Rescaling` or `Normalization`, a warning).
 
     Args:
         image_shape: tuple `(H, W, C)`; H and W multiples of `patch_size`.
@@ -95,21 +99,17 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         layer_norm_epsilon: float. Defaults to 1e-6.
         seed: int or None, seed of the masking noise. Defaults to None.
         augmentation: optional Keras layer (e.g. a `keras.Sequential` of
-            `keras_mae.RandomResizedCrop`, `keras.layers.RandomFlip` and
-            `keras.layers.Normalization`) applied to the inputs on every call,
-            inside the compiled step (its random layers act only when training),
-            so `fit` can take raw `uint8` images. Its output must be
-            `image_shape`; the loss regresses the augmented images; `encoder`
-            does not include it. Built here for inputs of `image_shape` unless
-            already built. Defaults to None (inputs used as given).
+            `keras_mae.RandomResizedCrop`, `RandomFlip` and `Normalization`) run
+            on the inputs inside the compiled step (its random layers only when
+            training), so `fit` can take raw `uint8` images. It outputs
+            `image_shape`, the loss's target; `encoder` does not include it.
+            Built here for `image_shape` unless built. Defaults to None.
         attention_padding: `"auto"`, None or int >= 2, for every block; see
             `keras_mae.ViTBlock`. Defaults to `"auto"`.
-        remat: bool, activation checkpointing in every encoder and decoder
-            block (see `keras_mae.ViTBlock`): less memory, one more forward
-            pass of the blocks per step, the same gradients. Defaults to False.
+        remat: bool, activation checkpointing in every block (see
+            `keras_mae.ViTBlock`): less memory, the same gradients. Defaults to False.
         dtype: dtype policy, e.g. `"mixed_bfloat16"`; the loss is float32.
-            float16 compute (`"mixed_float16"`) is refused under JAX on a CPU,
-            where XLA cannot run it; `"mixed_bfloat16"` works there.
+            `"mixed_float16"` is refused under JAX on a CPU (XLA cannot run it).
 
     Call arguments:
         inputs: images `(batch, H, W, C)`, or a dict with `"images"` and,
@@ -160,37 +160,23 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         dtype=None,
         **kwargs,
     ):
-        checks.check_arguments(
-            image_shape=image_shape,
-            patch_size=patch_size,
-            hidden_dim=hidden_dim,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            decoder_hidden_dim=decoder_hidden_dim,
-            decoder_num_layers=decoder_num_layers,
-            decoder_num_heads=decoder_num_heads,
-            mask_ratio=mask_ratio,
-            norm_pix_loss=norm_pix_loss,
-            layer_norm_epsilon=layer_norm_epsilon,
-            seed=seed,
-            augmentation=augmentation,
-            attention_padding=attention_padding,
-            dtype=dtype,
-        )
+        # The arguments that are the config (`CONFIG_KEYS`), by name, before any layer exists.
+        config = {key: value for key, value in locals().items() if key in CONFIG_KEYS}
+        checks.check_arguments(**config, augmentation=augmentation, dtype=dtype)
         # Inputs are not autocast (each layer casts its own): `noise` rounded to
         # a half-precision compute dtype would tie values and change the mask.
         kwargs.setdefault("autocast", False)
         super().__init__(dtype=dtype, **kwargs)
-        image_shape = tuple(image_shape)
-        attention_padding = kernels.check_attention_padding(attention_padding)  # an int if one
+        config["image_shape"] = image_shape = tuple(image_shape)
+        # An int if one: the config saves what the blocks use.
+        config["attention_padding"] = kernels.check_attention_padding(attention_padding)
 
         # === Layers ===
         self.augmentation = built_for(augmentation, image_shape)
         blocks = {  # what the encoder's and the decoder's blocks share
             "mlp_ratio": mlp_ratio,
             "layer_norm_epsilon": layer_norm_epsilon,
-            "attention_padding": attention_padding,
+            "attention_padding": config["attention_padding"],
             "remat": remat,
             "dtype": dtype,
         }
@@ -212,21 +198,8 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         self.decoder.build((None, 1 + len_keep, hidden_dim), (None, num_patches))
 
         # === Config ===
-        self.image_shape = image_shape
-        self.patch_size = patch_size
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.decoder_hidden_dim = decoder_hidden_dim
-        self.decoder_num_layers = decoder_num_layers
-        self.decoder_num_heads = decoder_num_heads
-        self.mask_ratio = mask_ratio
-        self.norm_pix_loss = norm_pix_loss
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.seed = seed
-        self.attention_padding = attention_padding
-        self.remat = remat
+        for key, value in config.items():
+            setattr(self, key, value)
         self.num_patches = num_patches
         self.built = True
 
@@ -316,14 +289,6 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
 
     # === Checks of the data ===
 
-    def check_pixel_dtype(self, dtype):
-        """Integer images need a normalising augmentation: refused without one."""
-        checks.check_pixel_dtype(self, dtype)
-
-    def check_data(self, data, name="x", method="fit"):
-        """Refuse empty or integer (un-normalised) data, or non-finite noise."""
-        checks.check_data(self, data, name, method)
-
     # Keras calls no public hook with the data before it converts it and builds
     # the step (`make_train_function` and callbacks never see it; empty arrays
     # fail inside its data adapters, differently per backend): so that bad data
@@ -346,21 +311,7 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
             "name": self.name,
             "trainable": self.trainable,
             "dtype": dtype_config(self),
-            "image_shape": self.image_shape,
-            "patch_size": self.patch_size,
-            "hidden_dim": self.hidden_dim,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "mlp_ratio": self.mlp_ratio,
-            "decoder_hidden_dim": self.decoder_hidden_dim,
-            "decoder_num_layers": self.decoder_num_layers,
-            "decoder_num_heads": self.decoder_num_heads,
-            "mask_ratio": self.mask_ratio,
-            "norm_pix_loss": self.norm_pix_loss,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "seed": self.seed,
-            "attention_padding": self.attention_padding,
-            "remat": self.remat,
+            **{key: getattr(self, key) for key in CONFIG_KEYS},
             "augmentation": (
                 None
                 if self.augmentation is None

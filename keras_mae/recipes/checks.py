@@ -31,6 +31,7 @@ import numpy as np
 
 from keras_mae.data.arrays import is_arrays
 from keras_mae.kernels.precision import check_compute_dtype
+from keras_mae.models.checks import check_pixel_dtype
 from keras_mae.models.checks import has_normalization
 from keras_mae.models.mae_encoder import MAEEncoder
 from keras_mae.models.masked_autoencoder import MaskedAutoencoder
@@ -127,7 +128,7 @@ def check_pretraining_inputs(mae, train_data):
     check_not_empty(train_data, "train_data", "pretrain")
     images = train_data[0] if is_arrays(train_data) else train_data
     if hasattr(images, "shape") and hasattr(images, "dtype"):
-        mae.check_pixel_dtype(images.dtype)
+        check_pixel_dtype(mae, images.dtype)
 
 
 def training_images(train_data):

@@ -21,6 +21,7 @@ import keras_mae
 from keras_mae.data.image_folder import check_image_files
 from keras_mae.data.image_folder import list_image_folder
 from keras_mae.data.image_folder import load_image_folder
+from keras_mae.models.checks import check_data
 from keras_mae.recipes.checks import recipe_encoder
 from keras_mae.recipes.finetune import finetune
 from keras_mae.recipes.linear_probe import linear_probe
@@ -140,7 +141,7 @@ def test_integer_images_without_augmentation_are_refused_by_fit_and_call():
     assert_unchanged(mae, before)
     # The advice works: the same pixels as floats pass, and the loss is small.
     floats = images.astype("float32") / 255
-    mae.check_data(floats)
+    check_data(mae, floats)
     assert float(to_numpy(mae.compute_loss(floats, training=False))) < 10
 
 
