@@ -1,6 +1,16 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Under JAX, XLA compiles every eager op and every training step of the suite's small
+# models (and TensorFlow's steps where a test asks for jit_compile), and for them
+# compiling costs more than running: with LLVM's optimisations and XLA:CPU's fusion
+# emitters off, a compile takes a third of the time, and even the README's command in a
+# subprocess uses less CPU. The compiled ops compute the same IEEE arithmetic, and no
+# tolerance changes. Set before any framework starts; subprocesses inherit it (tests that
+# add flags of their own append them); an XLA_FLAGS already set is kept as it is.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

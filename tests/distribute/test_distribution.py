@@ -28,7 +28,10 @@ WEIGHT_ATOL = 1e-5
 def run_check(command, backend, extra_env=None):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
-    env.update(extra_env or {})
+    extra_env = dict(extra_env or {})
+    if "XLA_FLAGS" in extra_env:  # added to the suite's flags (tests/conftest.py)
+        extra_env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {extra_env['XLA_FLAGS']}".strip()
+    env.update(extra_env)
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
