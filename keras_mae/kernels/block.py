@@ -97,16 +97,20 @@ def mlp_variables(block):
     return None if fc1 is None or fc2 is None else (*fc1, *fc2)
 
 
-def torch_functions():
-    import torch
-    import torch.nn.functional as F
+def cast_values(variables, dtype):
+    """The Dense variables' values in the compute dtype `dtype`, as the
+    block's autocast scope gives them to the Dense layers' own calls.
 
-    dtypes = {
-        "float16": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "float32": torch.float32,
-        "float64": torch.float64,
-    }
+    Cast here rather than read off the current scope: a branch that
+    `remat` recomputes in the backward pass runs outside any scope, and
+    must save the tensors of its forward pass.
+    """
+    values = [variable.value for variable in variables]
+    return [v if v.dtype is dtype else v.to(dtype) for v in values]
+
+
+def torch_layer_norm(torch, F):
+    """`normed(norm, x)`: a plain LayerNorm's call in torch."""
     statistics_dtypes = (torch.float32, torch.float64)
 
     def normed(norm, x):
@@ -119,6 +123,13 @@ def torch_functions():
         out = F.layer_norm(x32, x32.shape[-1:], gamma, beta, norm.epsilon)
         return out if out.dtype is x.dtype else out.to(x.dtype)
 
+    return normed
+
+
+def torch_attention_function(torch, F, normed, in_compute_dtype):
+    """The attention branch in torch, or its reference where the direct path
+    does not cover the block."""
+
     def attention_rows(block, rows, tokens, qkv_kernel, qkv_bias, proj_kernel, proj_bias):
         qkv = torch.addmm(qkv_bias, normed(block.norm1, rows), qkv_kernel)  # (B * N, 3D)
         qkv = qkv.view(-1, tokens, 3, block.num_heads, block.head_dim)
@@ -127,35 +138,34 @@ def torch_functions():
         out = out.transpose(1, 2).reshape(-1, block.hidden_dim)  # (B * N, D)
         return torch.addmm(proj_bias, out, proj_kernel)
 
-    def mlp_rows(block, rows, fc1_kernel, fc1_bias, fc2_kernel, fc2_bias):
-        hidden = torch.addmm(fc1_bias, normed(block.norm2, rows), fc1_kernel)
-        return torch.addmm(fc2_bias, F.gelu(hidden), fc2_kernel)  # exact (erf) GELU
-
-    def in_compute_dtype(block, rows):
-        return rows.dtype is dtypes.get(block.compute_dtype)
-
-    def cast_values(variables, dtype):
-        """The Dense variables' values in the compute dtype `dtype`, as the
-        block's autocast scope gives them to the Dense layers' own calls.
-
-        Cast here rather than read off the current scope: a branch that
-        `remat` recomputes in the backward pass runs outside any scope, and
-        must save the tensors of its forward pass.
-        """
-        values = [variable.value for variable in variables]
-        return [v if v.dtype is dtype else v.to(dtype) for v in values]
-
     def attention_branch(block, rows, tokens):
         variables = attention_variables(block)
         if variables is None or not in_compute_dtype(block, rows):
             return reference_attention_branch(block, rows, tokens)
         return attention_rows(block, rows, tokens, *cast_values(variables, rows.dtype))
 
+    return attention_branch
+
+
+def torch_mlp_function(torch, F, normed, in_compute_dtype):
+    """The MLP branch in torch, or its reference where the direct path does
+    not cover the block."""
+
+    def mlp_rows(block, rows, fc1_kernel, fc1_bias, fc2_kernel, fc2_bias):
+        hidden = torch.addmm(fc1_bias, normed(block.norm2, rows), fc1_kernel)
+        return torch.addmm(fc2_bias, F.gelu(hidden), fc2_kernel)  # exact (erf) GELU
+
     def mlp_branch(block, rows):
         variables = mlp_variables(block)
         if variables is None or not in_compute_dtype(block, rows):
             return reference_mlp_branch(block, rows)
         return mlp_rows(block, rows, *cast_values(variables, rows.dtype))
+
+    return mlp_branch
+
+
+def torch_call_function(torch, dtypes, in_compute_dtype):
+    """`call_block` in torch: the block's `call` without `Layer.__call__`."""
 
     def call_block(block, x, training=None):
         """`block.call(x, training)`, without `Layer.__call__` where that changes nothing.
@@ -189,7 +199,30 @@ def torch_functions():
             return reference_call_block(block, x, training)
         return block.call(x, training=training)
 
-    return attention_branch, mlp_branch, call_block
+    return call_block
+
+
+def torch_functions():
+    """The PyTorch implementations `(attention_branch, mlp_branch, call_block)`."""
+    import torch
+    import torch.nn.functional as F
+
+    dtypes = {
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "float32": torch.float32,
+        "float64": torch.float64,
+    }
+
+    def in_compute_dtype(block, rows):
+        return rows.dtype is dtypes.get(block.compute_dtype)
+
+    normed = torch_layer_norm(torch, F)
+    return (
+        torch_attention_function(torch, F, normed, in_compute_dtype),
+        torch_mlp_function(torch, F, normed, in_compute_dtype),
+        torch_call_function(torch, dtypes, in_compute_dtype),
+    )
 
 
 if keras.backend.backend() == "torch":

@@ -238,6 +238,15 @@ def add_dataset_argument(parser, choices="digits | tfds:NAME | folder:PATH"):
 
 def add_pretrain_arguments(parser):
     """The pre-training flags (`keras_mae.recipes.pretrain.pretrain` and the model's)."""
+    add_pretrain_schedule_arguments(parser)
+    add_pretrain_objective_arguments(parser)
+    add_pretrain_run_length_arguments(parser)
+    add_pretrain_compute_arguments(parser)
+
+
+def add_pretrain_schedule_arguments(parser):
+    """The optimisation schedule: `--epochs`, `--batch-size`, `--base-learning-rate`,
+    `--warmup-epochs`, `--weight-decay` and `--accumulation-steps`."""
     parser.add_argument(
         "--epochs",
         type=int,
@@ -278,6 +287,10 @@ def add_pretrain_arguments(parser):
         default=None,
         help="gradient accumulation: effective batch = batch x steps (default: none)",
     )
+
+
+def add_pretrain_objective_arguments(parser):
+    """The masked-reconstruction objective: `--mask-ratio` and `--norm-pix-loss`."""
     parser.add_argument(
         "--mask-ratio",
         type=float,
@@ -291,6 +304,11 @@ def add_pretrain_arguments(parser):
         help="regress per-patch normalised pixels (the paper's best); "
         + default_help("pretrain", "norm_pix_loss"),
     )
+
+
+def add_pretrain_run_length_arguments(parser):
+    """Time limit, resuming and progress images: `--max-minutes`,
+    `--continue-with-new-settings` and `--image-every`."""
     parser.add_argument(
         "--max-minutes",
         type=float,
@@ -311,6 +329,10 @@ def add_pretrain_arguments(parser):
         default=10,
         help="epochs between reconstruction PNGs (default: 10)",
     )
+
+
+def add_pretrain_compute_arguments(parser):
+    """Precision and memory: `--precision` and `--remat`."""
     parser.add_argument(
         "--precision",
         default="float32",

@@ -206,6 +206,15 @@ def check_serialization(layer):
     assert public_attributes(revived) == public_attributes(layer)
 
 
+def check_config(cls, init_kwargs):
+    """The config of a fresh layer holds its constructor arguments and
+    survives `from_config` and the JSON round trip."""
+    layer = cls(**fresh_kwargs(init_kwargs))
+    config = layer.get_config()
+    check_config_holds_constructor_arguments(cls, init_kwargs, config)
+    check_serialization(layer)
+
+
 # --- 2. Weights ------------------------------------------------------------------
 
 
@@ -267,6 +276,48 @@ def check_symbolic_call(cls, init_kwargs, input_data, call_kwargs, expected_shap
     )
     assert plain(output_dtypes(unknown)) == plain(output_dtypes(specs))
     return layer, specs
+
+
+def check_calls(cls, init_kwargs, input_data, call_kwargs, *, shape, dtype, counts, deterministic):
+    """Symbolic then eager build and call: weights, shapes and dtypes agree.
+
+    `counts` is `(trainable weights, non-trainable weights, trainable params)`;
+    `dtype` None expects floating outputs in float32. Returns the layer built
+    by the eager call and its outputs.
+    """
+    symbolic_layer, specs = check_symbolic_call(cls, init_kwargs, input_data, call_kwargs, shape)
+    check_weights(symbolic_layer, *counts, when="symbolic")
+
+    layer = cls(**fresh_kwargs(init_kwargs))
+    outputs = call(layer, input_data, call_kwargs)
+    check_weights(layer, *counts, when="eager")
+    assert plain(output_shapes(outputs)) == plain(shape), "eager call: shapes"
+    if dtype is None:
+        dtype = default_dtypes(outputs, "float32")
+    assert plain(output_dtypes(specs)) == plain(dtype), "symbolic call: dtypes"
+    assert plain(output_dtypes(outputs)) == plain(dtype), "eager call: dtypes"
+    if deterministic:
+        assert_outputs_equal(call(layer, input_data, call_kwargs), outputs, "a repeated call")
+    num_trainable, num_non_trainable, _ = counts
+    check_trainable_flag(layer, num_trainable + num_non_trainable)
+    return layer, outputs
+
+
+# --- 4. Config reproduces outputs ------------------------------------------------
+
+
+def check_config_reproduces_outputs(cls, init_kwargs, input_data, call_kwargs):
+    """A layer from the config, given the weights, computes the same outputs."""
+    original = cls(**fresh_kwargs(init_kwargs))
+    clone = cls.from_config(copy.deepcopy(original.get_config()))
+    call(original, input_data, call_kwargs)
+    call(clone, input_data, call_kwargs)
+    clone.set_weights(original.get_weights())
+    assert_outputs_equal(
+        call(clone, input_data, call_kwargs),
+        call(original, input_data, call_kwargs),
+        "a layer from the config with the same weights",
+    )
 
 
 # --- 5. Saving -------------------------------------------------------------------
@@ -444,40 +495,22 @@ def run_layer_test(
     )
 
     # 1. Config.
-    layer = cls(**fresh_kwargs(init_kwargs))
-    config = layer.get_config()
-    check_config_holds_constructor_arguments(cls, init_kwargs, config)
-    check_serialization(layer)
+    check_config(cls, init_kwargs)
 
     # 2, 3. Symbolic build and call, then eager build and call.
-    symbolic_layer, specs = check_symbolic_call(
-        cls, init_kwargs, input_data, call_kwargs, expected_output_shape
+    layer, outputs = check_calls(
+        cls,
+        init_kwargs,
+        input_data,
+        call_kwargs,
+        shape=expected_output_shape,
+        dtype=expected_output_dtype,
+        counts=counts,
+        deterministic=deterministic,
     )
-    check_weights(symbolic_layer, *counts, when="symbolic")
-
-    layer = cls(**fresh_kwargs(init_kwargs))
-    outputs = call(layer, input_data, call_kwargs)
-    check_weights(layer, *counts, when="eager")
-    assert plain(output_shapes(outputs)) == plain(expected_output_shape), "eager call: shapes"
-    if expected_output_dtype is None:
-        expected_output_dtype = default_dtypes(outputs, "float32")
-    assert plain(output_dtypes(specs)) == plain(expected_output_dtype), "symbolic call: dtypes"
-    assert plain(output_dtypes(outputs)) == plain(expected_output_dtype), "eager call: dtypes"
-    if deterministic:
-        assert_outputs_equal(call(layer, input_data, call_kwargs), outputs, "a repeated call")
-    check_trainable_flag(layer, expected_num_trainable_weights + expected_num_non_trainable_weights)
 
     # 4. A layer from the config, given the weights, computes the same outputs.
-    original = cls(**fresh_kwargs(init_kwargs))
-    clone = cls.from_config(copy.deepcopy(original.get_config()))
-    call(original, input_data, call_kwargs)
-    call(clone, input_data, call_kwargs)
-    clone.set_weights(original.get_weights())
-    assert_outputs_equal(
-        call(clone, input_data, call_kwargs),
-        call(original, input_data, call_kwargs),
-        "a layer from the config with the same weights",
-    )
+    check_config_reproduces_outputs(cls, init_kwargs, input_data, call_kwargs)
 
     # 5. `.keras` reload.
     if tmp_path is not None and deterministic:
