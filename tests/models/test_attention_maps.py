@@ -14,11 +14,19 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mae
 from keras_mae.models import attention_maps
 from tests.conftest import to_numpy
+from tests.helpers.tiny import BATCH
+from tests.helpers.tiny import GRID_SIZE
+from tests.helpers.tiny import NUM_PATCHES
+from tests.helpers.tiny import TINY
+from tests.helpers.tiny import tiny_encoder
+from tests.helpers.tiny import tiny_images
 
-CONFIG = dict(image_shape=(8, 12, 1), patch_size=2, hidden_dim=16, num_layers=3, num_heads=2)
+# Three blocks: a middle one that is neither `layer=0` nor `layer=-1`, and a rollout
+# of three factors.
+NUM_LAYERS = 3
+TOKENS = NUM_PATCHES + 1  # the cls token first, then the patches row-major
 TOLERANCE = 1e-5
 
 erf = np.vectorize(math.erf)
@@ -71,12 +79,12 @@ def numpy_rollout(weights):
 
 @pytest.fixture
 def case():
-    encoder = keras_mae.MAEEncoder(**CONFIG)
+    encoder = tiny_encoder(num_layers=NUM_LAYERS)
     rng = np.random.default_rng(0)
     for block in encoder.blocks:  # sharper attention than the initialisation's
         block.qkv.kernel.assign(rng.normal(scale=0.6, size=block.qkv.kernel.shape))
         block.qkv.bias.assign(rng.normal(scale=0.2, size=block.qkv.bias.shape))
-    images = rng.random((2, 8, 12, 1)).astype("float32")
+    images = tiny_images()
     x0 = to_numpy(encoder.class_token(encoder.patch_encoder(images))).astype("float64")
     return encoder, images, numpy_blocks(encoder, x0)
 
@@ -84,9 +92,9 @@ def case():
 def test_attention_weights_per_block_and_head(case):
     encoder, images, expected = case
     weights = attention_maps.attention_weights(encoder, images)
-    assert len(weights) == 3
+    assert len(weights) == NUM_LAYERS
     for got, want in zip(weights, expected):
-        assert tuple(got.shape) == (2, 2, 25, 25)
+        assert tuple(got.shape) == (BATCH, TINY["num_heads"], TOKENS, TOKENS)
         np.testing.assert_allclose(to_numpy(got), want, atol=TOLERANCE, rtol=0)
     # Not uniform: the test would not see a transposed or unscaled softmax otherwise.
     assert expected[-1].max() > 0.2
@@ -96,11 +104,11 @@ def test_cls_attention_is_the_cls_row_over_the_patch_grid(case):
     encoder, images, expected = case
     for layer in (0, -1):
         maps = to_numpy(attention_maps.cls_attention(encoder, images, layer=layer))
-        assert maps.shape == (2, 2, 4, 6)  # (batch, heads, grid_h, grid_w)
-        want = expected[layer][:, :, 0, 1:].reshape(2, 2, 4, 6)  # patches row-major
+        assert maps.shape == (BATCH, TINY["num_heads"], *GRID_SIZE)  # (batch, heads, 2, 3)
+        want = expected[layer][:, :, 0, 1:].reshape(maps.shape)  # patches row-major
         np.testing.assert_allclose(maps, want, atol=TOLERANCE, rtol=0)
     with pytest.raises(ValueError, match="one of the encoder's 3 blocks .*Received: layer=3"):
-        attention_maps.cls_attention(encoder, images, layer=3)
+        attention_maps.cls_attention(encoder, images, layer=NUM_LAYERS)
 
 
 def test_attention_rollout(case):
@@ -110,7 +118,8 @@ def test_attention_rollout(case):
     np.testing.assert_allclose(got, want, atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
     maps = to_numpy(attention_maps.rollout_map(encoder, images))
-    np.testing.assert_allclose(maps, want[:, 0, 1:].reshape(2, 4, 6), atol=TOLERANCE, rtol=0)
+    assert maps.shape == (BATCH, *GRID_SIZE)
+    np.testing.assert_allclose(maps, want[:, 0, 1:].reshape(maps.shape), atol=TOLERANCE, rtol=0)
 
 
 def test_attention_maps_leave_the_encoder_unchanged(case):

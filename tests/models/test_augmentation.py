@@ -7,25 +7,19 @@ import pytest
 import keras_mae
 from keras_mae.layers.patching import patchify
 from keras_mae.models.masked_autoencoder import masked_patch_loss
+from tests.helpers.tiny import BATCH
+from tests.helpers.tiny import NUM_PATCHES
+from tests.helpers.tiny import PATCH_DIM
+from tests.helpers.tiny import TINY
+from tests.helpers.tiny import tiny_images
+from tests.helpers.tiny import tiny_mae
+from tests.helpers.tiny import tiny_noise
+
+HEIGHT, WIDTH, CHANNELS = TINY["image_shape"]
 
 
-def tiny(**kwargs):
-    return keras_mae.MaskedAutoencoder(
-        image_shape=(8, 8, 3),
-        patch_size=2,
-        hidden_dim=16,
-        num_layers=1,
-        num_heads=2,
-        decoder_hidden_dim=8,
-        decoder_num_layers=1,
-        decoder_num_heads=2,
-        seed=1,
-        **kwargs,
-    )
-
-
-def uint8_images(count=4, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (count, 8, 8, 3)).astype("uint8")
+def uint8_images(count=BATCH):
+    return tiny_images(count, dtype="uint8")
 
 
 def numpy(x):
@@ -36,9 +30,9 @@ def test_loss_regresses_the_augmented_images():
     """A deterministic augmentation (x / 255) on uint8 inputs gives the outputs and
     loss of the same model fed x / 255 directly."""
     images = uint8_images()
-    noise = np.random.default_rng(1).random((4, 16)).astype("float32")
-    plain = tiny(norm_pix_loss=True)
-    augmented = tiny(norm_pix_loss=True, augmentation=keras.layers.Rescaling(1 / 255))
+    noise = tiny_noise()
+    plain = tiny_mae(norm_pix_loss=True)
+    augmented = tiny_mae(norm_pix_loss=True, augmentation=keras.layers.Rescaling(1 / 255))
     augmented.set_weights(plain.get_weights())
     scaled = images.astype("float32") / 255
     want = plain({"images": scaled, "noise": noise})
@@ -47,7 +41,8 @@ def test_loss_regresses_the_augmented_images():
     np.testing.assert_allclose(numpy(got["images"]), scaled, atol=1e-7)
     loss = augmented.compute_loss(x={"images": images, "noise": noise}, y_pred=got)
     # The target is the augmented image, normalised per patch (unbiased variance).
-    target = numpy(patchify(scaled, 2)).reshape(4, 16, 12).astype("float64")
+    target = numpy(patchify(scaled, TINY["patch_size"]))
+    target = target.reshape(BATCH, NUM_PATCHES, PATCH_DIM).astype("float64")
     target = (target - target.mean(-1, keepdims=True)) / np.sqrt(
         target.var(-1, ddof=1, keepdims=True) + 1e-6
     )
@@ -56,22 +51,25 @@ def test_loss_regresses_the_augmented_images():
     assert "images" not in want  # no augmentation: the documented outputs only
 
 
+MEAN = [120.0, 110.0]  # one per channel; the variance is 60**2
+
+
 def on_device_augmentation(seed=3):
     return keras.Sequential(
         [
-            keras_mae.RandomResizedCrop(8, 8, scale=(0.3, 1.0), seed=seed),
+            keras_mae.RandomResizedCrop(HEIGHT, WIDTH, scale=(0.3, 1.0), seed=seed),
             keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0] * 3),
+            keras.layers.Normalization(mean=MEAN, variance=[3600.0] * CHANNELS),
         ],
         name="augmentation",
     )
 
 
 def test_random_augmentation_acts_in_training_only_and_fit_takes_uint8(tmp_path):
-    mae = tiny(augmentation=on_device_augmentation())
+    mae = tiny_mae(augmentation=on_device_augmentation())
     images = uint8_images(16)
-    noise = np.zeros((16, 16), "float32")
-    normalized = (images.astype("float32") - [120.0, 110.0, 100.0]) / 60.0
+    noise = np.zeros((16, NUM_PATCHES), "float32")
+    normalized = (images.astype("float32") - MEAN) / 60.0
     seen = numpy(mae({"images": images, "noise": noise}, training=False)["images"])
     np.testing.assert_allclose(seen, normalized, atol=1e-5)  # inference: normalise only
     first = numpy(mae({"images": images, "noise": noise}, training=True)["images"])
@@ -95,7 +93,7 @@ def test_random_augmentation_acts_in_training_only_and_fit_takes_uint8(tmp_path)
 
 def test_bad_augmentation_is_refused():
     with pytest.raises(TypeError, match="augmentation must be a Keras layer"):
-        tiny(augmentation=lambda x: x)
-    mae = tiny(augmentation=keras.layers.Resizing(4, 4))
-    with pytest.raises(ValueError, match=r"\(4, 4, 3\).*after the model's augmentation"):
+        tiny_mae(augmentation=lambda x: x)
+    mae = tiny_mae(augmentation=keras.layers.Resizing(4, 4))
+    with pytest.raises(ValueError, match=r"\(4, 4, 2\).*after the model's augmentation"):
         mae(uint8_images())

@@ -8,23 +8,30 @@ import pytest
 
 import keras_mae
 from tests.conftest import to_numpy
+from tests.helpers.tiny import BATCH
+from tests.helpers.tiny import NUM_PATCHES
+from tests.helpers.tiny import TINY
+from tests.helpers.tiny import tiny_encoder
+from tests.helpers.tiny import tiny_images
+from tests.helpers.tiny import tiny_mae
 
-CONFIG = dict(image_shape=(8, 8, 1), patch_size=2, hidden_dim=16, num_layers=2, num_heads=2)
+TOKENS = NUM_PATCHES + 1  # the cls token and the patches
 
 
 def toy_classification(n=64, seed=0):
     """Bright-left vs bright-right images: linearly separable by position."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, n)
-    images = rng.random((n, 8, 8, 1)).astype("float32") * 0.2
-    images[labels == 0, :, :4] += 0.8
-    images[labels == 1, :, 4:] += 0.8
+    images = rng.random((n, *TINY["image_shape"])).astype("float32") * 0.2
+    half = TINY["image_shape"][1] // 2
+    images[labels == 0, :, :half] += 0.8
+    images[labels == 1, :, half:] += 0.8
     return images, labels.astype("int32")
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_encoder_trains_inside_a_classifier(pooling):
-    encoder = keras_mae.MAEEncoder(**CONFIG)
+    encoder = tiny_encoder()
     classifier = keras.Sequential([encoder, keras_mae.TokenPooling(pooling), keras.layers.Dense(2)])
     classifier.compile(
         optimizer=keras.optimizers.Adam(3e-3),
@@ -40,24 +47,22 @@ def test_encoder_trains_inside_a_classifier(pooling):
 
 
 def test_mae_encoder_is_a_functional_backbone_sharing_weights():
-    mae = keras_mae.MaskedAutoencoder(
-        **CONFIG, decoder_hidden_dim=8, decoder_num_layers=1, decoder_num_heads=2
-    )
+    mae = tiny_mae()
     encoder = mae.encoder
-    images = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    images = tiny_images()
     before = to_numpy(encoder(images))
     # Functional: its graph can be re-wrapped as a plain keras.Model.
     plain = keras.Model(encoder.inputs, encoder.outputs)
     np.testing.assert_array_equal(to_numpy(plain(images)), before)
-    assert before.shape == (4, 17, 16)
+    assert before.shape == (BATCH, TOKENS, TINY["hidden_dim"])
     mae.compile(optimizer=keras.optimizers.Adam(1e-2))
-    mae.fit(images, epochs=1, batch_size=4, verbose=0)
+    mae.fit(images, epochs=1, batch_size=BATCH, verbose=0)
     assert not np.allclose(before, to_numpy(encoder(images)))
 
 
 def test_exported_encoder_reloads_in_a_fresh_process(tmp_path):
-    encoder = keras_mae.MAEEncoder(**CONFIG, mlp_ratio=2.0)
-    images = np.random.default_rng(0).random((3, 8, 8, 1)).astype("float32")
+    encoder = tiny_encoder(mlp_ratio=2.0)
+    images = tiny_images()
     path, data = os.path.join(tmp_path, "encoder.keras"), os.path.join(tmp_path, "data.npz")
     encoder.save(path)
     np.savez(data, images=images, tokens=to_numpy(encoder(images)))
@@ -78,7 +83,7 @@ def test_exported_encoder_reloads_in_a_fresh_process(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "identical (3, 17, 16)" in result.stdout
+    assert f"identical {(BATCH, TOKENS, TINY['hidden_dim'])}" in result.stdout
 
 
 def test_encoder_from_preset_and_bad_input():

@@ -7,20 +7,27 @@ from keras_mae.data import ArraySource
 from keras_mae.recipes.finetune import build_classifier
 from keras_mae.recipes.finetune import finetune
 from tests.conftest import to_numpy
+from tests.helpers.tiny import BATCH
+from tests.helpers.tiny import SMALLEST
+from tests.helpers.tiny import smallest_encoder
+
+# SMALLEST, the recipes' model, with two blocks: a layer decay d scales block_0 by d**2,
+# and a classifier at another resolution has a second block to compare.
+SHAPE = SMALLEST["image_shape"]
 
 
-def tiny_encoder():
-    return keras_mae.MAEEncoder((8, 8, 1), patch_size=4, hidden_dim=8, num_layers=2, num_heads=2)
+def two_block_encoder():
+    return smallest_encoder(num_layers=2)
 
 
 def test_classifier_copies_encoder_and_pools_patch_tokens():
-    encoder = tiny_encoder()
+    encoder = two_block_encoder()
     model = build_classifier(encoder, num_classes=3, drop_path_rate=0.2)
     backbone = model.get_layer(index=1)
     assert backbone is not encoder and backbone.drop_path_rate == 0.2
     for a, b in zip(encoder.weights, backbone.weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
-    images = np.random.default_rng(0).random((2, 8, 8, 1)).astype("float32")
+    images = np.random.default_rng(0).random((BATCH, *SHAPE)).astype("float32")
     tokens = to_numpy(encoder(images))
     pooled = tokens[:, 1:].mean(axis=1)  # patch tokens, no cls
     mean = pooled.mean(-1, keepdims=True)
@@ -32,11 +39,11 @@ def test_classifier_copies_encoder_and_pools_patch_tokens():
 
 
 def test_classifier_at_another_resolution_uses_the_new_grid():
-    encoder = tiny_encoder()
+    encoder = two_block_encoder()
     model = build_classifier(encoder, 2, image_shape=(16, 12, 1))
     backbone = model.get_layer(index=1)
     assert backbone.grid_size == (4, 3)
-    table = keras_mae.sincos_position_table(8, (4, 3))
+    table = keras_mae.sincos_position_table(SMALLEST["hidden_dim"], (4, 3))
     np.testing.assert_allclose(to_numpy(backbone.patch_encoder.position_embedding), to_numpy(table))
     np.testing.assert_array_equal(
         to_numpy(backbone.blocks[1].fc1.kernel), to_numpy(encoder.blocks[1].fc1.kernel)
@@ -49,13 +56,13 @@ def test_classifier_at_another_resolution_uses_the_new_grid():
 def test_finetune_runs_the_full_recipe_and_learns():
     rng = np.random.default_rng(0)
     labels = np.arange(96) % 2
-    images = rng.random((96, 8, 8, 1)).astype("float32") * 0.2
+    images = rng.random((96, *SHAPE)).astype("float32") * 0.2
     images[labels == 0, :4] += 0.8  # bright top vs bright bottom: flips keep the label
     images[labels == 1, 4:] += 0.8
     train = ArraySource(images[:64], labels[:64])
     test = ArraySource(images[64:], labels[64:])
     result = finetune(
-        tiny_encoder(),
+        two_block_encoder(),
         train,
         test,
         epochs=10,
@@ -79,7 +86,7 @@ def separable_arrays(count, seed):
     """Bright-top vs bright-bottom uint8 images (unchanged by horizontal flips)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 2
-    images = rng.random((count, 8, 8, 1)) * 0.2
+    images = rng.random((count, *SHAPE)) * 0.2
     images[labels == 0, :4] += 0.8
     images[labels == 1, 4:] += 0.8
     return np.round(np.clip(images, 0, 1) * 255).astype("uint8"), labels
@@ -89,7 +96,7 @@ def test_in_memory_finetune_augments_and_mixes_inside_the_step_and_learns():
     from keras_mae.recipes.finetune import AugmentedClassifier
 
     result = finetune(
-        tiny_encoder(),
+        two_block_encoder(),
         separable_arrays(64, 0),
         separable_arrays(32, 1),
         epochs=10,
@@ -120,8 +127,8 @@ def test_augmented_classifier_smooths_labels_and_evaluates_through_the_augmentat
     from keras_mae.recipes.augmentation import image_augmentation
     from keras_mae.recipes.finetune import AugmentedClassifier
 
-    classifier = build_classifier(tiny_encoder(), 3)
-    augmentation = image_augmentation((8, 8, 1), mean=(0.5,), std=(0.25,), max_value=255.0)
+    classifier = build_classifier(two_block_encoder(), 3)
+    augmentation = image_augmentation(SHAPE, mean=(0.5,), std=(0.25,), max_value=255.0)
     model = AugmentedClassifier(classifier, 3, augmentation, label_smoothing=0.3, seed=1)
     images, _ = separable_arrays(4, 0)
     labels = np.array([0, 2, 1, 2])
@@ -142,7 +149,7 @@ def test_augmented_classifier_smooths_labels_and_evaluates_through_the_augmentat
 def test_augmented_classifier_mixes_images_and_labels_alike():
     from keras_mae.recipes.finetune import AugmentedClassifier
 
-    model = AugmentedClassifier(build_classifier(tiny_encoder(), 2), 2, mixup=0.8, seed=0)
+    model = AugmentedClassifier(build_classifier(two_block_encoder(), 2), 2, mixup=0.8, seed=0)
     images, _ = separable_arrays(8, 0)
     images = images.astype("float32") / 255.0
     labels = np.arange(8) % 2
@@ -161,4 +168,4 @@ def test_finetune_asks_for_one_place_for_randaugment():
     arrays = separable_arrays(16, 0)
     own = keras.layers.Identity()
     with pytest.raises(ValueError, match="randaugment_magnitude=0"):
-        finetune(tiny_encoder(), arrays, arrays, epochs=1, augmentation=own)
+        finetune(two_block_encoder(), arrays, arrays, epochs=1, augmentation=own)

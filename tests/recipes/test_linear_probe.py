@@ -7,24 +7,26 @@ from keras_mae.data import ArraySource
 from keras_mae.recipes.linear_probe import build_linear_probe
 from keras_mae.recipes.linear_probe import linear_probe
 from tests.conftest import to_numpy
+from tests.helpers.tiny import BATCH
+from tests.helpers.tiny import SMALLEST
+from tests.helpers.tiny import smallest_encoder
 
-
-def tiny_encoder():
-    return keras_mae.MAEEncoder((8, 8, 1), patch_size=4, hidden_dim=8, num_layers=1, num_heads=2)
+# SMALLEST, the recipes' model: its 8x8 grey images tell the classes by their top or bottom half.
+SHAPE = SMALLEST["image_shape"]
 
 
 def separable_source(count, seed):
     """Bright-top vs bright-bottom images (unchanged by horizontal flips)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 2
-    images = rng.random((count, 8, 8, 1)).astype("float32") * 0.2
+    images = rng.random((count, *SHAPE)).astype("float32") * 0.2
     images[labels == 0, :4] += 0.8
     images[labels == 1, 4:] += 0.8
     return ArraySource(images, labels)
 
 
 def test_probe_model_is_frozen_encoder_cls_bn_dense():
-    encoder = tiny_encoder()
+    encoder = smallest_encoder()
     model = build_linear_probe(encoder, num_classes=3)
     assert not encoder.trainable
     # Only the Dense head trains: BatchNorm has no affine parameters.
@@ -34,7 +36,7 @@ def test_probe_model_is_frozen_encoder_cls_bn_dense():
     ]
     norm = model.get_layer("probe").get_layer("probe_norm")
     assert (norm.center, norm.scale, norm.epsilon) == (False, False, 1e-6)
-    images = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    images = np.random.default_rng(0).random((BATCH, *SHAPE)).astype("float32")
     # Inference: BN with its initial statistics (mean 0, var 1) is the identity.
     cls = to_numpy(encoder(images))[:, 0]
     head = model.get_layer("probe").get_layer("probe_head")
@@ -45,7 +47,7 @@ def test_probe_model_is_frozen_encoder_cls_bn_dense():
 
 
 def test_probe_on_cached_features_learns_a_separable_task():
-    encoder = tiny_encoder()
+    encoder = smallest_encoder()
     result = linear_probe(
         # LARS moves a weight by lr x 0.001 x its norm per step: it needs the
         # large learning rate of the official batch (0.1 x 16384 / 256 = 6.4).
@@ -61,7 +63,7 @@ def test_probe_on_cached_features_learns_a_separable_task():
 
 
 def test_augmented_probe_trains_only_the_head():
-    encoder = tiny_encoder()
+    encoder = smallest_encoder()
     before = [to_numpy(w).copy() for w in encoder.weights]
     result = linear_probe(
         encoder,
@@ -95,12 +97,12 @@ def brightness_arrays(count, seed):
     """Dark vs light uint8 images: any crop or flip keeps the label."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 2
-    images = rng.integers(0, 128, (count, 8, 8, 1)) + 127 * labels[:, None, None, None]
+    images = rng.integers(0, 128, (count, *SHAPE)) + 127 * labels[:, None, None, None]
     return images.astype("uint8"), labels
 
 
 def test_in_memory_probe_augments_inside_the_step_and_learns():
-    encoder = tiny_encoder()
+    encoder = smallest_encoder()
     before = [to_numpy(w).copy() for w in encoder.weights]
     result = linear_probe(
         encoder,
@@ -118,7 +120,7 @@ def test_in_memory_probe_augments_inside_the_step_and_learns():
     crop = model.get_layer("augmentation").get_layer("crop")
     assert crop.scale == (0.08, 1.0)  # the probe's crops
     # The crop drew its boxes inside the compiled step: its seed state moved.
-    fresh = keras_mae.RandomResizedCrop(8, 8, seed=0).seed_generator.state
+    fresh = keras_mae.RandomResizedCrop(*SHAPE[:2], seed=0).seed_generator.state
     assert not np.array_equal(to_numpy(crop.seed_generator.state), to_numpy(fresh))
     for b, w in zip(before, encoder.weights):  # the encoder never changes
         np.testing.assert_array_equal(b, to_numpy(w))
@@ -128,9 +130,9 @@ def test_in_memory_cached_features_are_the_normalised_encoder_outputs():
     from keras_mae.recipes.augmentation import image_augmentation
     from keras_mae.recipes.linear_probe import encoder_features
 
-    encoder = tiny_encoder()
+    encoder = smallest_encoder()
     images, labels = separable_arrays(6, 0, "uint8")
-    augmentation = image_augmentation((8, 8, 1), mean=(0.4,), std=(0.2,), max_value=255.0)
+    augmentation = image_augmentation(SHAPE, mean=(0.4,), std=(0.2,), max_value=255.0)
     features, got_labels = encoder_features(
         encoder, (images, labels), ("cls", "mean"), batch_size=4, augmentation=augmentation
     )
@@ -143,7 +145,7 @@ def test_in_memory_cached_features_are_the_normalised_encoder_outputs():
 def test_several_poolings_and_rates_from_one_encoder_pass():
     import keras_mae.recipes.linear_probe as probe_module
 
-    encoder = tiny_encoder()
+    encoder = smallest_encoder()
     train, test = separable_arrays(64, 0), separable_arrays(32, 1)
     settings = dict(epochs=40, batch_size=16, warmup_epochs=2)
     passes = []
@@ -174,7 +176,7 @@ def test_several_poolings_and_rates_from_one_encoder_pass():
 
 
 def test_probe_rejects_mixed_or_misplaced_inputs():
-    encoder = tiny_encoder()
+    encoder = smallest_encoder()
     arrays, source = separable_arrays(16, 0), separable_source(16, 1)
     with pytest.raises(ValueError, match="of one kind"):
         linear_probe(encoder, arrays, source, epochs=1)
@@ -230,7 +232,7 @@ def test_auto_probe_trains_the_chosen_rate_and_never_looks_at_test(monkeypatch):
     import keras_mae.recipes.linear_probe as probe_module
 
     monkeypatch.setattr(probe_module, "PROBE_BASE_LEARNING_RATES", (0.1, 100.0))
-    encoder = tiny_encoder()
+    encoder = smallest_encoder()
     train = separable_arrays(64, 0)
     images, labels = separable_arrays(32, 1)
     # blr "auto", the default. No accuracy is asserted: a few epochs show the choice.

@@ -2,13 +2,13 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mae
 from keras_mae.recipes.optimizers import LARS
 from keras_mae.recipes.optimizers import LayerDecayAdamW
 from keras_mae.recipes.optimizers import layer_decay_multipliers
 from keras_mae.recipes.optimizers import layer_decay_optimizer
 from keras_mae.recipes.optimizers import pretraining_optimizer
 from tests.conftest import to_numpy
+from tests.helpers.tiny import tiny_encoder
 
 
 def lars_reference(params, grad_steps, lr, momentum=0.9, weight_decay=0.0, trust=0.001):
@@ -121,7 +121,7 @@ def test_pretraining_optimizer_skips_decay_on_biases_and_norms():
 
 
 def test_layer_decay_tables_for_a_vit():
-    encoder = keras_mae.MAEEncoder((8, 8, 1), patch_size=4, hidden_dim=8, num_layers=3, num_heads=2)
+    encoder = tiny_encoder(num_layers=3)  # three blocks: a first, a middle and a last
     table = layer_decay_multipliers(encoder.trainable_variables, 3, 0.5)
     by_path = {path: scale for path, scale in table.items()}
     assert by_path["patch_encoder/projection/kernel"] == pytest.approx(0.5**4)
@@ -150,7 +150,7 @@ def test_layer_decay_optimizer_trains_in_fit():
 def test_layer_decay_optimizer_defaults_to_the_official_vit_b_decay():
     from keras_mae.recipes.defaults import DEFAULTS
 
-    encoder = keras_mae.MAEEncoder((8, 8, 1), patch_size=4, hidden_dim=8, num_layers=3, num_heads=2)
+    encoder = tiny_encoder(num_layers=3)
     optimizer = layer_decay_optimizer(encoder, 3, 1e-3)
     assert DEFAULTS["finetune"]["layer_decay"] == 0.65
     multipliers = optimizer.learning_rate_multipliers

@@ -19,11 +19,11 @@ SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
 
-    import keras_mae
     from keras_mae.recipes.callbacks import EpochCheckpoint, StopOnNonFiniteLoss, restore_checkpoint
     from keras_mae.data import ArraySource, train_dataset
     from keras_mae.recipes.optimizers import pretraining_optimizer
     from keras_mae.recipes.schedules import warmup_cosine_for
+    from tests.helpers.tiny import SMALLEST, smallest_mae
 
     EPOCHS, BATCH = 3, 8
 
@@ -45,17 +45,15 @@ SCRIPT = textwrap.dedent(
 
     def run(directory, crash_epoch=None):
         keras.utils.set_random_seed(0)
-        images = np.random.default_rng(0).random((32, 8, 8, 1)).astype("float32")
-        mae = keras_mae.MaskedAutoencoder(
-            (8, 8, 1), patch_size=4, hidden_dim=8, num_layers=1, num_heads=2,
-            decoder_hidden_dim=8, decoder_num_layers=1, decoder_num_heads=2, seed=1,
-        )
+        shape = SMALLEST["image_shape"]
+        images = np.random.default_rng(0).random((32, *shape)).astype("float32")
+        mae = smallest_mae()
         source = ArraySource(images)
         steps = len(source) // BATCH
         mae.compile(optimizer=pretraining_optimizer(
             mae, warmup_cosine_for(1e-2, EPOCHS, steps, warmup_epochs=1)))
         initial_epoch = restore_checkpoint(mae, os.path.join(directory, "checkpoint"))
-        dataset, steps = train_dataset(source, 8, BATCH, epochs=EPOCHS,
+        dataset, steps = train_dataset(source, shape[:2], BATCH, epochs=EPOCHS,
                                        initial_epoch=initial_epoch, seed=0)
         callbacks = [StopOnNonFiniteLoss(), EpochCheckpoint(os.path.join(directory, "checkpoint"))]
         if crash_epoch is not None:
