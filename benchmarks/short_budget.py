@@ -50,6 +50,17 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
+ARCHITECTURE_FLAGS = (
+    "patch_size",
+    "hidden_dim",
+    "num_layers",
+    "num_heads",
+    "decoder_hidden_dim",
+    "decoder_num_layers",
+    "decoder_num_heads",
+)
+
+
 def cpu_seconds():
     """User + system CPU seconds of this process so far, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -70,15 +81,7 @@ def build_parser():
     parser.add_argument("--held-out-per-class", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default=recipe["preset"])
-    for name in (
-        "patch_size",
-        "hidden_dim",
-        "num_layers",
-        "num_heads",
-        "decoder_hidden_dim",
-        "decoder_num_layers",
-        "decoder_num_heads",
-    ):
+    for name in ARCHITECTURE_FLAGS:
         parser.add_argument(
             "--" + name.replace("_", "-"),
             type=int,
@@ -246,18 +249,10 @@ def probe_encoder(encoder, train, held, normalization, args):
     return results
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def load_images(args, start):
+    """`(train, held, class_names)` of the split, decoded; prints their counts."""
     import keras
 
-    import keras_mae
-    from keras_mae.data.statistics import pixel_mean_std
-    from keras_mae.models.presets import preset_config
-    from keras_mae.recipes.augmentation import image_augmentation
-    from keras_mae.recipes.pretrain import pretrain
-
-    keras.utils.set_random_seed(args.seed)
-    start = time.time()
     train, held, class_names = load_split(
         args.data, args.train_per_class, args.held_out_per_class, args.seed
     )
@@ -267,21 +262,18 @@ def main(argv=None):
         f"{time.time() - start:.0f} s",
         flush=True,
     )
-    mean, std = pixel_mean_std(train[0])
+    return train, held, class_names
+
+
+def build_model(args, image_shape, *, mean, std):
+    """`(mae, config)`: the preset with the flags' architecture, its augmentation inside."""
+    import keras_mae
+    from keras_mae.models.presets import preset_config
+    from keras_mae.recipes.augmentation import image_augmentation
+
     architecture = {
-        name: getattr(args, name)
-        for name in (
-            "patch_size",
-            "hidden_dim",
-            "num_layers",
-            "num_heads",
-            "decoder_hidden_dim",
-            "decoder_num_layers",
-            "decoder_num_heads",
-        )
-        if getattr(args, name) is not None
+        name: getattr(args, name) for name in ARCHITECTURE_FLAGS if getattr(args, name) is not None
     }
-    image_shape = tuple(train[0].shape[1:])
     config = preset_config(args.preset)
     config.update(architecture, image_shape=image_shape)
     augmentation = image_augmentation(
@@ -299,12 +291,18 @@ def main(argv=None):
         seed=args.seed,
         augmentation=augmentation,
     )
-    random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
+    return mae, config
+
+
+def pretrain_timed(args, mae, images):
+    """Pre-train `mae`, timed: its summary and `{"cpu", "wall", "epoch_cpu"}` seconds."""
+    from keras_mae.recipes.pretrain import pretrain
+
     clock = EpochClock()
     cpu_start, wall_start = cpu_seconds(), time.time()
     summary = pretrain(
         mae,
-        train[0],
+        images,
         epochs=args.epochs,
         batch_size=args.batch_size,
         base_learning_rate=args.base_learning_rate,
@@ -321,10 +319,14 @@ def main(argv=None):
         f"{summary.get('last_loss', float('nan')):.4f}",
         flush=True,
     )
-    # The evaluation transform: the augmentation in inference mode (normalisation).
-    normalization = image_augmentation(image_shape, mean=mean, std=std, max_value=255.0)
+    epoch_cpu = np.diff([cpu_start] + clock.cpu)
+    return summary, {"cpu": cpu_pretrain, "wall": wall_pretrain, "epoch_cpu": epoch_cpu}
+
+
+def probe_encoders(encoders, train, held, normalization, args):
+    """`{name: probe_encoder results}` of each named encoder, printed one line each."""
     probes = {}
-    for name, encoder in (("pretrained", mae.encoder), ("random_init", random_encoder)):
+    for name, encoder in encoders:
         probes[name] = probe_encoder(encoder, train, held, normalization, args)
         print(
             f"probe ({name}): "
@@ -335,7 +337,77 @@ def main(argv=None):
             ),
             flush=True,
         )
-    epoch_cpu = np.diff([cpu_start] + clock.cpu)
+    return probes
+
+
+def settings_record(args, config, peak_learning_rate):
+    """The result line's `settings`: the preset, its architecture and the recipe."""
+    return {
+        "preset": args.preset,
+        **{k: v for k, v in config.items() if k != "image_shape"},
+        "image_shape": list(config["image_shape"]),
+        "mask_ratio": args.mask_ratio,
+        "norm_pix_loss": args.norm_pix_loss,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "base_learning_rate": args.base_learning_rate,
+        "peak_learning_rate": peak_learning_rate,
+        "warmup_epochs": args.warmup_epochs,
+        "weight_decay": args.weight_decay,
+        "crop_min_scale": args.crop_min_scale,
+        "probe_epochs": args.probe_epochs,
+        "probe_batch_size": args.probe_batch_size,
+        "probe_learning_rates": args.probe_learning_rates,
+        "probe_val_fraction": args.probe_val_fraction,
+    }
+
+
+def pretrain_record(summary, seconds, parameters):
+    """The result line's `pretrain`: CPU and wall time, losses, encoder parameters."""
+    cpu_pretrain, wall_pretrain, epoch_cpu = seconds["cpu"], seconds["wall"], seconds["epoch_cpu"]
+    return {
+        "cpu_seconds": cpu_pretrain,
+        "cpu_minutes_of_2_cores": cpu_pretrain / 120,
+        "wall_minutes": wall_pretrain / 60,
+        "first_epoch_cpu_seconds": float(epoch_cpu[0]) if len(epoch_cpu) else None,
+        "median_epoch_cpu_seconds": float(np.median(epoch_cpu)) if len(epoch_cpu) else None,
+        "first_loss": summary.get("first_loss"),
+        "last_loss": summary.get("last_loss"),
+        "parameters": parameters,
+    }
+
+
+def write_line(line, output):
+    """Print the result line as JSON and append it to `output` when given."""
+    text = json.dumps(line)
+    print(text, flush=True)
+    if output:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, "a") as file:
+            file.write(text + "\n")
+
+
+def main(argv=None):
+    """Split, pre-train, probe both encoders; print and store one JSON result line."""
+    args = build_parser().parse_args(argv)
+    import keras
+
+    import keras_mae
+    from keras_mae.data.statistics import pixel_mean_std
+    from keras_mae.recipes.augmentation import image_augmentation
+
+    keras.utils.set_random_seed(args.seed)
+    start = time.time()
+    train, held, class_names = load_images(args, start)
+    mean, std = pixel_mean_std(train[0])
+    image_shape = tuple(train[0].shape[1:])
+    mae, config = build_model(args, image_shape, mean=mean, std=std)
+    random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
+    summary, seconds = pretrain_timed(args, mae, train[0])
+    # The evaluation transform: the augmentation in inference mode (normalisation).
+    normalization = image_augmentation(image_shape, mean=mean, std=std, max_value=255.0)
+    encoders = (("pretrained", mae.encoder), ("random_init", random_encoder))
+    probes = probe_encoders(encoders, train, held, normalization, args)
     line = {
         "label": args.label,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -348,34 +420,8 @@ def main(argv=None):
             "classes": len(class_names),
             "split_seed": args.seed,
         },
-        "settings": {
-            "preset": args.preset,
-            **{k: v for k, v in config.items() if k != "image_shape"},
-            "image_shape": list(image_shape),
-            "mask_ratio": args.mask_ratio,
-            "norm_pix_loss": args.norm_pix_loss,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "base_learning_rate": args.base_learning_rate,
-            "peak_learning_rate": summary["peak_learning_rate"],
-            "warmup_epochs": args.warmup_epochs,
-            "weight_decay": args.weight_decay,
-            "crop_min_scale": args.crop_min_scale,
-            "probe_epochs": args.probe_epochs,
-            "probe_batch_size": args.probe_batch_size,
-            "probe_learning_rates": args.probe_learning_rates,
-            "probe_val_fraction": args.probe_val_fraction,
-        },
-        "pretrain": {
-            "cpu_seconds": cpu_pretrain,
-            "cpu_minutes_of_2_cores": cpu_pretrain / 120,
-            "wall_minutes": wall_pretrain / 60,
-            "first_epoch_cpu_seconds": float(epoch_cpu[0]) if len(epoch_cpu) else None,
-            "median_epoch_cpu_seconds": float(np.median(epoch_cpu)) if len(epoch_cpu) else None,
-            "first_loss": summary.get("first_loss"),
-            "last_loss": summary.get("last_loss"),
-            "parameters": int(mae.encoder.count_params()),
-        },
+        "settings": settings_record(args, config, summary["peak_learning_rate"]),
+        "pretrain": pretrain_record(summary, seconds, int(mae.encoder.count_params())),
         "probe": probes,
         "gain_points": {
             p: 100
@@ -388,12 +434,7 @@ def main(argv=None):
         "total_wall_minutes": (time.time() - start) / 60,
         "command": " ".join(sys.argv),
     }
-    text = json.dumps(line)
-    print(text, flush=True)
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "a") as file:
-            file.write(text + "\n")
+    write_line(line, args.output)
     return line
 
 

@@ -113,7 +113,18 @@ def held_out_subset(source, count=8):
     )
 
 
-def main(argv=None):
+@dataclasses.dataclass
+class Data:
+    """What pre-training reads, the images it pictures, and the digits' labelled splits."""
+
+    train: object  # images in memory, or a source streamed through tf.data
+    validation: object  # `(x_test,)` for the held-out loss, or None
+    held_out: object  # the 8 images of `reconstructions.png`
+    labelled: tuple | None = None  # digits: `((x_train, y_train), (x_test, y_test))` for the probe
+
+
+def start_run(argv):
+    """Parse the flags, print their notes, start the distribution, set precision and seed."""
     arguments.quiet_output()
     args = parse_args(argv)
     for note in arguments.schedule_notes(args, RECIPES):
@@ -128,51 +139,60 @@ def main(argv=None):
     if args.precision != "float32":
         keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(args.seed)
-    overrides = {"norm_pix_loss": args.norm_pix_loss, "remat": args.remat}
-    if args.mask_ratio is not None:
-        overrides["mask_ratio"] = args.mask_ratio
-    if args.dataset == "digits":
-        from keras_mae.data.digits import load_digits
+    return args, run
 
-        (x_train, y_train), (x_test, y_test) = load_digits(seed=args.seed)
-        print(
-            f"backend {keras.backend.backend()}: {len(x_train)} training and "
-            f"{len(x_test)} held-out digits images of shape {x_train.shape[1:]}"
-        )
-        preset, architecture, reason = arguments.choose_preset(args, x_train.shape[1:])
-        architecture["image_shape"] = x_train.shape[1:]
-        mae = keras_mae.MaskedAutoencoder.from_preset(
-            preset, seed=args.seed, **{**architecture, **overrides}
-        )
-        held_out = x_test[spread_over_classes(y_test, 8)]
-        train_data, validation = x_train, (x_test,)
-    else:
-        from keras_mae.data import eval_dataset
-        from keras_mae.data import load_source
-        from keras_mae.data import take_images
 
-        train_data = load_source(args.dataset, "train", args.data_dir)
-        preset, architecture, reason = arguments.choose_preset(args, data_image_shape(train_data))
-        mae = keras_mae.MaskedAutoencoder.from_preset(
-            preset, seed=args.seed, **{**architecture, **overrides}
-        )
-        channels = mae.image_shape[-1]
-        if channels != train_data.channels:
-            train_data = load_source(args.dataset, "train", args.data_dir, channels=channels)
-        test = load_source(args.dataset, "test", args.data_dir, channels=channels)
-        print(
-            f"backend {keras.backend.backend()}: {len(train_data)} training and {len(test)} "
-            f"held-out images from {args.dataset}, cropped to {mae.image_shape}"
-        )
-        held_out = take_images(
-            eval_dataset(held_out_subset(test), mae.image_shape[:2], 8, with_labels=False), 8
-        )
-        validation = None
+def digits_and_model(args, overrides):
+    """The bundled digits in memory and the MAE their shape chooses."""
+    from keras_mae.data.digits import load_digits
+
+    (x_train, y_train), (x_test, y_test) = load_digits(seed=args.seed)
+    print(
+        f"backend {keras.backend.backend()}: {len(x_train)} training and "
+        f"{len(x_test)} held-out digits images of shape {x_train.shape[1:]}"
+    )
+    preset, architecture, reason = arguments.choose_preset(args, x_train.shape[1:])
+    architecture["image_shape"] = x_train.shape[1:]
+    mae = keras_mae.MaskedAutoencoder.from_preset(
+        preset, seed=args.seed, **{**architecture, **overrides}
+    )
+    held_out = x_test[spread_over_classes(y_test, 8)]
+    data = Data(x_train, (x_test,), held_out, labelled=((x_train, y_train), (x_test, y_test)))
     print(arguments.describe_model(mae, preset, reason), flush=True)
-    random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
+    return data, mae
+
+
+def stream_and_model(args, overrides):
+    """A folder or tfds source streamed through tf.data and the MAE its image shape chooses."""
+    from keras_mae.data import eval_dataset
+    from keras_mae.data import load_source
+    from keras_mae.data import take_images
+
+    train_data = load_source(args.dataset, "train", args.data_dir)
+    preset, architecture, reason = arguments.choose_preset(args, data_image_shape(train_data))
+    mae = keras_mae.MaskedAutoencoder.from_preset(
+        preset, seed=args.seed, **{**architecture, **overrides}
+    )
+    channels = mae.image_shape[-1]
+    if channels != train_data.channels:
+        train_data = load_source(args.dataset, "train", args.data_dir, channels=channels)
+    test = load_source(args.dataset, "test", args.data_dir, channels=channels)
+    print(
+        f"backend {keras.backend.backend()}: {len(train_data)} training and {len(test)} "
+        f"held-out images from {args.dataset}, cropped to {mae.image_shape}"
+    )
+    held_out = take_images(
+        eval_dataset(held_out_subset(test), mae.image_shape[:2], 8, with_labels=False), 8
+    )
+    print(arguments.describe_model(mae, preset, reason), flush=True)
+    return Data(train_data, None, held_out), mae
+
+
+def pretrain_model(args, mae, data, run):
+    """Pre-train `mae` (resuming its checkpoint); its summary, printed in one line."""
     summary = pretrain(
         mae,
-        train_data,
+        data.train,
         epochs=args.epochs,
         batch_size=args.batch_size,
         base_learning_rate=args.base_learning_rate,
@@ -180,9 +200,9 @@ def main(argv=None):
         weight_decay=args.weight_decay,
         accumulation_steps=args.accumulation_steps,
         output_dir=args.output_dir,
-        held_out_images=held_out,
+        held_out_images=data.held_out,
         image_every=args.image_every,
-        validation_data=validation,
+        validation_data=data.validation,
         seed=args.seed,
         verbose=args.verbose,
         callbacks=[TimeLimit(args.max_minutes)],
@@ -197,6 +217,11 @@ def main(argv=None):
             f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}"
             + ("" if held_out_loss is None else f", held-out loss {held_out_loss:.4f}")
         )
+    return summary
+
+
+def save_reconstructions(args, mae, held_out):
+    """Draw `reconstructions.png` and print what was saved (and, for a stream, what next)."""
     encoder_path = os.path.join(args.output_dir, "encoder.keras")
     png_path = os.path.join(args.output_dir, "reconstructions.png")
     if args.dataset != "digits":
@@ -210,9 +235,10 @@ def main(argv=None):
         return
     save_reconstruction_grid(mae, held_out, png_path, scale=8)
     print(f"saved {args.output_dir}/mae.keras, {encoder_path} and {png_path}")
-    if not args.probe_epochs:  # --probe-epochs 0: pre-training alone
-        return
 
+
+def probe_digits(args, trained_encoder, random_encoder, labelled, *, epochs):
+    """The linear probe of both encoders on held-out digits, printed side by side."""
     # The digits MAE regresses raw [0, 1] pixels: the probe normalises nothing either.
     probe = dict(
         pooling=args.probe_pooling,
@@ -224,8 +250,8 @@ def main(argv=None):
         std=(1.0,),
         seed=args.seed,
     )
-    train, test = (x_train, y_train), (x_test, y_test)
-    trained = linear_probe(mae.encoder, train, test, **probe)
+    train, test = labelled
+    trained = linear_probe(trained_encoder, train, test, **probe)
     random = linear_probe(random_encoder, train, test, **probe)
     for ours, theirs in zip(trained, random):
         print(
@@ -239,9 +265,28 @@ def main(argv=None):
             )
         )
     gaps = [(ours["accuracy"], theirs["accuracy"]) for ours, theirs in zip(trained, random)]
-    note = arguments.comparison_note(*min(gaps, key=lambda g: g[0] - g[1]), summary["epochs"])
+    note = arguments.comparison_note(*min(gaps, key=lambda g: g[0] - g[1]), epochs)
     if note:
         print(note)
+
+
+def main(argv=None):
+    """Pre-train on the chosen data, save the model and a picture, then probe the digits."""
+    args, run = start_run(argv)
+    overrides = {"norm_pix_loss": args.norm_pix_loss, "remat": args.remat}
+    if args.mask_ratio is not None:
+        overrides["mask_ratio"] = args.mask_ratio
+    if args.dataset == "digits":
+        data, mae = digits_and_model(args, overrides)
+    else:
+        data, mae = stream_and_model(args, overrides)
+    random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
+    summary = pretrain_model(args, mae, data, run)
+    save_reconstructions(args, mae, data.held_out)
+    # A stream is probed by examples/linear_probe.py; --probe-epochs 0: pre-training alone.
+    if args.dataset != "digits" or not args.probe_epochs:
+        return
+    probe_digits(args, mae.encoder, random_encoder, data.labelled, epochs=summary["epochs"])
 
 
 if __name__ == "__main__":

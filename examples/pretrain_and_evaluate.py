@@ -104,7 +104,8 @@ def parse_args(argv=None):
     return arguments.resolve(args, RECIPES)
 
 
-def main(argv=None):
+def start_run(argv):
+    """Parse the flags, print their notes, make the output folder, set precision and seed."""
     arguments.quiet_output()
     args = parse_args(argv)
     for note in arguments.schedule_notes(args, RECIPES):
@@ -113,7 +114,11 @@ def main(argv=None):
     if args.precision != "float32":
         keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(args.seed)
-    start = time.time()
+    return args
+
+
+def load_images(args, start):
+    """`(train, test)` as `(uint8 images, labels)` pairs, decoded once; prints their counts."""
     train, test, class_names = load_arrays(args.dataset, args.holdout_per_class)
     print(
         f"backend {keras.backend.backend()}: {len(train[0])} training and "
@@ -121,11 +126,15 @@ def main(argv=None):
         f"{time.time() - start:.0f} s",
         flush=True,
     )
-    mean, std = pixel_mean_std(train[0])  # on the [0, 1] scale
-    preset, architecture, reason = arguments.choose_preset(args, train[0].shape[1:])
+    return train, test
+
+
+def build_model(args, images, *, mean, std):
+    """The MAE for `images`, its augmentation inside; prints its preset and patch grid."""
+    preset, architecture, reason = arguments.choose_preset(args, images.shape[1:])
     image_shape = {**keras_mae.PRESETS[preset]["config"], **architecture}["image_shape"]
-    if image_shape[-1] != train[0].shape[-1]:  # the preset's size, the images' channels
-        image_shape = (*image_shape[:2], train[0].shape[-1])
+    if image_shape[-1] != images.shape[-1]:  # the preset's size, the images' channels
+        image_shape = (*image_shape[:2], images.shape[-1])
         architecture["image_shape"] = image_shape
     overrides = {"norm_pix_loss": args.norm_pix_loss, "remat": args.remat, **architecture}
     if args.mask_ratio is not None:
@@ -135,19 +144,22 @@ def main(argv=None):
         scale=(args.crop_min_scale, 1.0),
         mean=mean,
         std=std,
-        max_value=max_pixel_value(train[0]),
+        max_value=max_pixel_value(images),
         seed=args.seed,
-        input_shape=train[0].shape[1:],
+        input_shape=images.shape[1:],
     )
     mae = keras_mae.MaskedAutoencoder.from_preset(
         preset, seed=args.seed, augmentation=augmentation, **overrides
     )
     print(arguments.describe_model(mae, preset, reason), flush=True)
-    held_out = test[0][spread_over_classes(test[1], 8)]
-    random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
+    return mae
+
+
+def pretrain_model(args, mae, images, held_out, *, mean, std):
+    """Pre-train `mae` (resuming its checkpoint); its summary, printed in one line."""
     pretraining = pretrain(
         mae,
-        train[0],
+        images,
         epochs=args.epochs,
         batch_size=args.batch_size,
         base_learning_rate=args.base_learning_rate,
@@ -170,14 +182,109 @@ def main(argv=None):
             f"loss {pretraining['first_loss']:.4f} -> {pretraining['last_loss']:.4f}",
             flush=True,
         )
-    save_reconstruction_grid(
-        mae,
-        held_out,
-        os.path.join(args.output_dir, "reconstructions.png"),
+    return pretraining
+
+
+def probe_encoder(args, name, encoder, *, train, test, mean, std):
+    """The linear probe of `encoder`: `{result key: accuracies by base lr}`, printed per pooling."""
+    probes = linear_probe(
+        encoder,
+        train,
+        test,
+        pooling=args.probe_pooling,
+        epochs=args.probe_epochs,
+        batch_size=args.probe_batch_size,
+        base_learning_rate=args.probe_base_learning_rate,
+        warmup_epochs=args.probe_warmup_epochs,
         mean=mean,
         std=std,
-        scale=4,
+        seed=args.seed,
     )
+    results = {}
+    for pooling in args.probe_pooling:
+        mine = [p for p in probes if p["pooling"] == pooling]
+        accuracies = {str(p["base_learning_rate"]): p["accuracy"] for p in mine}
+        print(
+            f"linear probe ({name}, {pooling}): "
+            + ", ".join(f"blr {arguments.rate_text(p)}: {p['accuracy']:.4f}" for p in mine),
+            flush=True,
+        )
+        results[f"probe {name} {pooling}"] = accuracies
+        for p in mine:
+            if "held_out_accuracy" in p:
+                results[f"probe {name} {pooling} held-out"] = {
+                    str(rate): score for rate, score in p["held_out_accuracy"].items()
+                }
+    return results
+
+
+def finetune_encoder(args, name, encoder, *, train, test, mean, std):
+    """Fine-tune `encoder` from the seed; its held-out accuracy, printed."""
+    keras.utils.set_random_seed(args.seed)
+    tuned = finetune(
+        encoder,
+        train,
+        test,
+        epochs=args.finetune_epochs,
+        batch_size=args.finetune_batch_size,
+        base_learning_rate=args.finetune_base_learning_rate,
+        layer_decay=args.finetune_layer_decay,
+        weight_decay=args.finetune_weight_decay,
+        drop_path_rate=args.finetune_drop_path_rate,
+        warmup_epochs=args.finetune_warmup_epochs,
+        randaugment_magnitude=args.finetune_randaugment_magnitude,
+        random_erasing=args.finetune_random_erasing,
+        mixup=args.finetune_mixup,
+        cutmix=args.finetune_cutmix,
+        label_smoothing=args.finetune_label_smoothing,
+        mean=mean,
+        std=std,
+        seed=args.seed,
+    )
+    print(
+        f"fine-tune ({name}), {args.finetune_epochs} epochs: {tuned['accuracy']:.4f}",
+        flush=True,
+    )
+    return tuned["accuracy"]
+
+
+def save_results(results, output_dir):
+    """Write `results.json`: after every result, so an interrupted run keeps what it measured."""
+    with open(os.path.join(output_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=float)
+
+
+def print_comparisons(results, epochs):
+    """A note for each of probe and fine-tune whose pre-trained score is below random init's."""
+    for kind in ("probe", "finetune"):
+        pairs = []
+        for key in results:
+            if key.startswith(f"{kind} pre-trained") and not key.endswith("held-out"):
+                ours = results[key]
+                theirs = results[key.replace("pre-trained", "random init")]
+                if isinstance(ours, dict):
+                    pairs.append((max(ours.values()), max(theirs.values())))
+                else:
+                    pairs.append((ours, theirs))
+        if pairs:
+            what = "linear probe" if kind == "probe" else "fine-tune"
+            note = arguments.comparison_note(*min(pairs, key=lambda p: p[0] - p[1]), epochs, what)
+            if note:
+                print(note, flush=True)
+
+
+def main(argv=None):
+    """Pre-train, picture held-out images, then probe and fine-tune each encoder."""
+    args = start_run(argv)
+    start = time.time()
+    train, test = load_images(args, start)
+    mean, std = pixel_mean_std(train[0])  # on the [0, 1] scale
+    mae = build_model(args, train[0], mean=mean, std=std)
+    held_out = test[0][spread_over_classes(test[1], 8)]
+    random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
+    pretraining = pretrain_model(args, mae, train[0], held_out, mean=mean, std=std)
+    png_path = os.path.join(args.output_dir, "reconstructions.png")
+    save_reconstruction_grid(mae, held_out, png_path, mean=mean, std=std, scale=4)
     if args.epochs:
         encoders = {"pre-trained": mae.encoder, "random init": random_encoder}
     else:  # --epochs 0: the baseline alone
@@ -188,88 +295,17 @@ def main(argv=None):
         "pretraining": pretraining,
         "backend": keras.backend.backend(),
     }
-
-    def save():  # after every result, so an interrupted run keeps what it measured
-        with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=1, default=float)
-
+    data = {"train": train, "test": test, "mean": mean, "std": std}
     for name, encoder in encoders.items():
         if args.probe_epochs:  # 0: no probe
-            probes = linear_probe(
-                encoder,
-                train,
-                test,
-                pooling=args.probe_pooling,
-                epochs=args.probe_epochs,
-                batch_size=args.probe_batch_size,
-                base_learning_rate=args.probe_base_learning_rate,
-                warmup_epochs=args.probe_warmup_epochs,
-                mean=mean,
-                std=std,
-                seed=args.seed,
-            )
-            for pooling in args.probe_pooling:
-                mine = [p for p in probes if p["pooling"] == pooling]
-                accuracies = {str(p["base_learning_rate"]): p["accuracy"] for p in mine}
-                print(
-                    f"linear probe ({name}, {pooling}): "
-                    + ", ".join(f"blr {arguments.rate_text(p)}: {p['accuracy']:.4f}" for p in mine),
-                    flush=True,
-                )
-                results[f"probe {name} {pooling}"] = accuracies
-                for p in mine:
-                    if "held_out_accuracy" in p:
-                        results[f"probe {name} {pooling} held-out"] = {
-                            str(rate): score for rate, score in p["held_out_accuracy"].items()
-                        }
-        save()
+            results.update(probe_encoder(args, name, encoder, **data))
+        save_results(results, args.output_dir)
         if args.finetune_epochs:
-            keras.utils.set_random_seed(args.seed)
-            tuned = finetune(
-                encoder,
-                train,
-                test,
-                epochs=args.finetune_epochs,
-                batch_size=args.finetune_batch_size,
-                base_learning_rate=args.finetune_base_learning_rate,
-                layer_decay=args.finetune_layer_decay,
-                weight_decay=args.finetune_weight_decay,
-                drop_path_rate=args.finetune_drop_path_rate,
-                warmup_epochs=args.finetune_warmup_epochs,
-                randaugment_magnitude=args.finetune_randaugment_magnitude,
-                random_erasing=args.finetune_random_erasing,
-                mixup=args.finetune_mixup,
-                cutmix=args.finetune_cutmix,
-                label_smoothing=args.finetune_label_smoothing,
-                mean=mean,
-                std=std,
-                seed=args.seed,
-            )
-            print(
-                f"fine-tune ({name}), {args.finetune_epochs} epochs: {tuned['accuracy']:.4f}",
-                flush=True,
-            )
-            results[f"finetune {name}"] = tuned["accuracy"]
-            save()
-    save()
+            results[f"finetune {name}"] = finetune_encoder(args, name, encoder, **data)
+            save_results(results, args.output_dir)
+    save_results(results, args.output_dir)
     if len(encoders) == 2:
-        for kind in ("probe", "finetune"):
-            pairs = []
-            for key in results:
-                if key.startswith(f"{kind} pre-trained") and not key.endswith("held-out"):
-                    ours = results[key]
-                    theirs = results[key.replace("pre-trained", "random init")]
-                    if isinstance(ours, dict):
-                        pairs.append((max(ours.values()), max(theirs.values())))
-                    else:
-                        pairs.append((ours, theirs))
-            if pairs:
-                what = "linear probe" if kind == "probe" else "fine-tune"
-                note = arguments.comparison_note(
-                    *min(pairs, key=lambda p: p[0] - p[1]), pretraining["epochs"], what
-                )
-                if note:
-                    print(note, flush=True)
+        print_comparisons(results, pretraining["epochs"])
     print(f"total {time.time() - start:.0f} s; results in {args.output_dir}/results.json")
 
 
