@@ -22,6 +22,7 @@ import importlib.util
 import warnings
 
 from keras_mae.recipes import defaults
+from keras_mae.recipes.checks import check_output_dir
 from keras_mae.recipes.defaults import default_help
 from keras_mae.recipes.defaults import fill_defaults
 
@@ -204,6 +205,14 @@ def comparison_note(trained, random, epochs, what="linear probe"):
     )
 
 
+def output_folder(path):
+    """`--output-dir`'s type: refused at parsing, before any work, if it cannot be written."""
+    try:
+        return check_output_dir(path, "--output-dir")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_run_arguments(parser, output_dir=None):
     """`--seed`, `--verbose` and, when `output_dir` is given, `--output-dir`."""
     parser.add_argument(
@@ -215,6 +224,7 @@ def add_run_arguments(parser, output_dir=None):
     if output_dir is not None:
         parser.add_argument(
             "--output-dir",
+            type=output_folder,
             default=output_dir,
             help=f"where results are written (default: {output_dir})",
         )

@@ -15,6 +15,8 @@ in the middle of an epoch (or, worse, not at all):
   be trained with (the DDP loop, a model augmentation).
 - `check_same_kind`: the train and test data of `linear_probe` / `finetune`
   are both arrays or both sources.
+- `check_output_dir`: a run's output folder can be written (not a file, not
+  under a read-only or unwritable folder); the examples' `--output-dir` too.
 
 One thing can only be found while training: an image file damaged in its middle,
 which TensorFlow's decoder reports without a file name. `name_damaged_files`
@@ -24,6 +26,7 @@ source's `explain_read_error`).
 
 import functools
 import inspect
+import os
 import warnings
 
 import keras
@@ -140,6 +143,33 @@ def training_images(train_data):
     return None
 
 
+def check_output_dir(path, name="output_dir"):
+    """`path` if a run can write its results there: an existing folder, or a new one
+    under a folder this process can write in. Checked before any work, so that a
+    run does not train for hours and then fail to save."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"{name} {path!r} is a file, not a folder: a run writes its checkpoint and "
+            f"results into a folder. Pass a new or existing folder (e.g. {path + '_run'!r}) "
+            "or move the file away."
+        )
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"{name} {path!r} lies under {existing!r}, which is a file, not a folder. "
+            "Pass a folder path whose parents are folders."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{name} {path!r} cannot be written: {existing!r} is on a read-only disk or "
+            "not writable by this user. Pass a folder you can write to."
+        )
+    return path
+
+
 def check_pretraining_run(mae, train_data, settings, run=None):
     """Refuse a `pretrain` run that cannot train, before any work; its in-memory images.
 
@@ -154,6 +184,8 @@ def check_pretraining_run(mae, train_data, settings, run=None):
     """
     if settings.epochs < 0:
         raise ValueError(f"epochs must be 0 or more. Received: epochs={settings.epochs}")
+    if settings.output_dir is not None:
+        check_output_dir(settings.output_dir)
     check_pretraining_inputs(mae, train_data)
     images = training_images(train_data)
     if images is None and not hasattr(train_data, "num_classes"):

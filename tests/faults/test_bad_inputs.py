@@ -264,6 +264,43 @@ def test_pretrain_on_no_images_says_so_and_writes_nothing(tmp_path):
     assert_unchanged(mae, before)
 
 
+def test_pretrain_refuses_an_output_dir_it_cannot_write_before_any_work(tmp_path):
+    mae = tiny_mae()
+    before = weights_of(mae)
+    taken = tmp_path / "results.txt"
+    taken.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"output_dir '.*results.txt' is a file, not a folder"):
+        pretrain(mae, tiny_images(), epochs=1, batch_size=4, output_dir=str(taken))
+    with pytest.raises(ValueError, match=r"lies under '.*results.txt', which is a file"):
+        pretrain(mae, tiny_images(), epochs=1, batch_size=4, output_dir=str(taken / "run"))
+    assert taken.read_text() == "not a folder" and not mae.compiled
+    assert_unchanged(mae, before)
+
+
+@pytest.mark.backend_free
+def test_output_dir_flag_is_refused_at_parsing_with_the_way_out(tmp_path, monkeypatch, capsys):
+    from keras_mae.recipes.checks import check_output_dir
+    from tests.examples.test_examples import load_example
+
+    taken = tmp_path / "mae_output"
+    taken.write_text("")
+    for name in ("pretrain", "pretrain_and_evaluate"):
+        with pytest.raises(SystemExit) as exit_:
+            load_example(name).parse_args(["--output-dir", str(taken)])
+        assert exit_.value.code == 2
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert f"error: argument --output-dir: --output-dir {str(taken)!r} is a file" in error
+        assert "Pass a new or existing folder (e.g. " in error and "_run'" in error
+    # A folder that exists, or a new one in a writable folder, passes as given.
+    assert check_output_dir(str(tmp_path)) == str(tmp_path)
+    assert check_output_dir(str(tmp_path / "new" / "run")) == str(tmp_path / "new" / "run")
+    # A read-only disk or a folder of another user (os.access says no; root may
+    # write anywhere, so the refusal is simulated).
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path))
+    with pytest.raises(ValueError, match=r"cannot be written: '.*' is on a read-only disk"):
+        check_output_dir(str(tmp_path / "new" / "run"))
+
+
 @pytest.mark.parametrize("recipe", [linear_probe, finetune])
 def test_probe_and_finetune_on_no_images_say_so(recipe):
     encoder = tiny_encoder()
