@@ -38,6 +38,7 @@ from keras_mae.recipes.checks import check_same_kind
 from keras_mae.recipes.checks import name_damaged_files
 from keras_mae.recipes.checks import recipe_encoder
 from keras_mae.recipes.defaults import FinetuneSettings
+from keras_mae.recipes.linear_probe import labelled_stream_inputs
 from keras_mae.recipes.linear_probe import predict_with_labels
 from keras_mae.recipes.optimizers import layer_decay_optimizer
 from keras_mae.recipes.schedules import scaled_learning_rate
@@ -424,7 +425,6 @@ def finetune_fit_inputs(model, train, settings):
         }
         return inputs, math.ceil(len(images) / settings.batch_size)  # the last partial batch kept
     from keras_mae.data import finetune_augmentations
-    from keras_mae.data import train_dataset
 
     image_transform, batch_transform = finetune_augmentations(
         train.num_classes,
@@ -435,22 +435,14 @@ def finetune_fit_inputs(model, train, settings):
         label_smoothing=settings.label_smoothing,
         seed=settings.seed,
     )
-    dataset, steps = train_dataset(
+    return labelled_stream_inputs(
         train,
         model.input_shape[1:3],
-        settings.batch_size,
-        epochs=settings.epochs,
-        seed=settings.seed,
-        scale=(0.08, 1.0),
-        mean=settings.mean,
-        std=settings.std,
-        with_labels=True,
+        settings,
         one_hot=train.num_classes,
         image_transform=image_transform,
         batch_transform=batch_transform,
     )
-    # The stream is shuffled already (Keras would warn): its own shuffle stays off.
-    return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}, steps
 
 
 def compile_for_finetuning(model, steps_per_epoch, settings):

@@ -529,11 +529,18 @@ def probe_fit_inputs(encoder, data, settings):
         images, labels = data.train
         inputs = {"x": images, "y": labels, "batch_size": settings.batch_size, "shuffle": True}
         return inputs, math.ceil(len(images) / settings.batch_size)
+    return labelled_stream_inputs(data.train, encoder.input_shape[1:3], settings)
+
+
+def labelled_stream_inputs(source, image_size, settings, **transforms):
+    """`(fit arguments, steps per epoch)` of the tf.data training stream of a labelled
+    `source` for a classifier (crop scale (0.08, 1), shuffled by (seed, epoch));
+    `transforms` go to `train_dataset` (fine-tuning's one-hot labels and augmentations)."""
     from keras_mae.data import train_dataset
 
     dataset, steps = train_dataset(
-        data.train,
-        encoder.input_shape[1:3],
+        source,
+        image_size,
         settings.batch_size,
         epochs=settings.epochs,
         seed=settings.seed,
@@ -541,8 +548,9 @@ def probe_fit_inputs(encoder, data, settings):
         mean=settings.mean,
         std=settings.std,
         with_labels=True,
+        **transforms,
     )
-    # The stream is shuffled by (seed, epoch) already: Keras' own shuffle stays off.
+    # The stream is shuffled already (Keras would warn): its own shuffle stays off.
     return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}, steps
 
 
