@@ -96,3 +96,22 @@ def check_transformer(hidden_dim, num_layers, num_heads, mlp_ratio, layer_norm_e
     check_positive_int(f"{prefix}num_layers", num_layers)
     check_mlp_ratio("mlp_ratio", mlp_ratio, width, hidden_dim)
     check_positive_number("layer_norm_epsilon", layer_norm_epsilon)
+
+
+class ChecksInputsFirst:
+    """Mixin for a Keras layer or model whose `check_inputs(*args, **kwargs)` runs
+    in `__call__`, before Keras' call wrapper.
+
+    Keras re-raises an error raised inside `call` under the first line
+    "Exception encountered when calling ...", and logs and notebooks often
+    show only that line. An error raised here keeps its own message first:
+    what was wrong, what was expected, what to do. Put it before
+    `keras.layers.Layer` (or `keras.Model`) among the bases.
+    """
+
+    def check_inputs(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define check_inputs")
+
+    def __call__(self, *args, **kwargs):
+        self.check_inputs(*args, **kwargs)
+        return super().__call__(*args, **kwargs)

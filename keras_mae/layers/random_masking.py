@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_mae import kernels
 from keras_mae.kernels.concrete import host_values
+from keras_mae.layers.checks import ChecksInputsFirst
 from keras_mae.layers.checks import check_seed
 
 
@@ -81,20 +82,22 @@ def check_noise_values(noise):
         )
 
 
-def check_noise(noise, tokens):
+def shape_of(value):
+    """The shape of an array, tensor or nested list, as a tuple."""
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
+def check_noise(noise, tokens_shape):
     """`noise` must be `(batch, L)` for tokens `(batch, L, dim)`, and finite.
 
     Shapes are compared where they are known (always eagerly and under JAX;
-    a TensorFlow graph may leave the batch open, and then a reshape to
-    `(batch, L)` fails at run time rather than broadcasting one mask over the
-    batch). Values are checked where they are in host memory
+    a TensorFlow graph may leave the batch open, and then `reshape_noise`'s
+    reshape to `(batch, L)` fails at run time rather than broadcasting one
+    mask over the batch). Values are checked where they are in host memory
     (`check_noise_values`).
-
-    Returns:
-        `noise`, reshaped to `(batch, L)` where the batch is not static.
     """
-    batch, num_patches = tokens.shape[0], tokens.shape[1]
-    shape = tuple(noise.shape)
+    batch, num_patches = tokens_shape[0], tokens_shape[1]
+    shape = shape_of(noise)
     bad_rank = len(shape) != 2
     bad_length = not bad_rank and shape[1] is not None and shape[1] != num_patches
     bad_batch = not bad_rank and batch is not None and shape[0] is not None and shape[0] != batch
@@ -106,14 +109,20 @@ def check_noise(noise, tokens):
             "row per image, e.g. keras.random.uniform((batch, L)), or leave noise=None "
             "to draw it from the layer's seed."
         )
-    check_noise_values(noise)
-    if batch is None or shape[0] is None:
+    if hasattr(noise, "dtype"):
+        check_noise_values(noise)
+
+
+def reshape_noise(noise, tokens):
+    """`noise` as `(batch, L)` where the batch is not static (after `check_noise`)."""
+    batch, num_patches = tokens.shape[0], tokens.shape[1]
+    if batch is None or noise.shape[0] is None:
         noise = ops.reshape(noise, (ops.shape(tokens)[0], num_patches))
     return noise
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
-class RandomMasking(keras.layers.Layer):
+class RandomMasking(ChecksInputsFirst, keras.layers.Layer):
     """Per-sample random masking by argsort of uniform noise (MAE, Sec. 3).
 
     Each sample's tokens are shuffled by `argsort(noise)` (ascending) and the first
@@ -157,16 +166,23 @@ class RandomMasking(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    def check_inputs(self, tokens, noise=None, **kwargs):
+        """Before Keras wraps the call (`ChecksInputsFirst`): the errors' first
+        line is the message."""
+        tokens_shape = shape_of(tokens)
+        check_mask_ratio(self.mask_ratio, tokens_shape[1], what="token")
+        if noise is not None:
+            check_noise(noise, tokens_shape)
+
     def call(self, tokens, noise=None):
         if keras.backend.is_float_dtype(tokens.dtype):
             tokens = ops.cast(tokens, self.compute_dtype)
         num_patches = tokens.shape[1]
-        check_mask_ratio(self.mask_ratio, num_patches, what="token")
         len_keep = num_kept(num_patches, self.mask_ratio)
         if noise is None:
             noise = kernels.uniform_noise((ops.shape(tokens)[0], num_patches), self.seed_generator)
         else:
-            noise = check_noise(noise, tokens)
+            noise = reshape_noise(noise, tokens)
         ids_shuffle = ops.cast(ops.argsort(noise, axis=1), "int32")  # (B, L)
         ids_restore = ops.cast(ops.argsort(ids_shuffle, axis=1), "int32")  # (B, L)
         ids_keep = ids_shuffle[:, :len_keep]  # (B, len_keep)

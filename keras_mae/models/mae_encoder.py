@@ -3,6 +3,7 @@ import numpy as np
 
 from keras_mae import kernels
 from keras_mae.kernels.precision import check_compute_dtype
+from keras_mae.layers.checks import ChecksInputsFirst
 from keras_mae.layers.checks import check_transformer
 from keras_mae.layers.class_token import ClassToken
 from keras_mae.layers.patch_encoder import PatchEncoder
@@ -10,6 +11,7 @@ from keras_mae.layers.patching import check_image_shape
 from keras_mae.layers.vit_block import ViTBlock
 from keras_mae.models.base import PresetMixin
 from keras_mae.models.base import dtype_config
+from keras_mae.models.checks import check_images
 
 
 def encode_tokens(tokens, class_token, blocks, norm, training=None):
@@ -20,7 +22,7 @@ def encode_tokens(tokens, class_token, blocks, norm, training=None):
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
-class MAEEncoder(PresetMixin, keras.Model):
+class MAEEncoder(ChecksInputsFirst, PresetMixin, keras.Model):
     """The MAE encoder, a plain ViT, as a functional Keras backbone.
 
     Maps images `(batch, H, W, C)` to tokens `(batch, 1 + L, hidden_dim)`: patch
@@ -138,6 +140,14 @@ class MAEEncoder(PresetMixin, keras.Model):
         self.remat = remat
         self.grid_size = self.patch_encoder.grid_size
         self.num_patches = self.patch_encoder.num_patches
+
+    def check_inputs(self, images, *args, **kwargs):
+        """Before Keras wraps the call (`ChecksInputsFirst`): images of another
+        shape are refused with the expected one and the fix first."""
+        if isinstance(images, dict):
+            images = images.get("images")
+        if hasattr(images, "shape"):
+            check_images(self, images.shape)
 
     def encode_tokens(self, tokens, training=None):
         """Run cls token + blocks + norm on embedded patch tokens.

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from keras_mae import kernels
+from keras_mae.layers.checks import ChecksInputsFirst
 from keras_mae.layers.patching import patchify
 from keras_mae.layers.patching import unpatchify
 from keras_mae.layers.random_masking import RandomMasking
@@ -64,7 +65,7 @@ def built_for(augmentation, image_shape):
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
-class MaskedAutoencoder(PresetMixin, keras.Model):
+class MaskedAutoencoder(ChecksInputsFirst, PresetMixin, keras.Model):
     """Masked Autoencoder (He et al., 2021, https://arxiv.org/abs/2111.06377).
 
     Each call masks a random `mask_ratio` of the patches of each image, encodes
@@ -207,9 +208,13 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         # Every weight exists from construction; nothing depends on the input.
         self.built = True
 
+    def check_inputs(self, inputs, noise=None, **kwargs):
+        """Before Keras wraps the call (`ChecksInputsFirst`): the errors' first
+        line is the message."""
+        checks.check_call_inputs(self, inputs, noise)
+
     def unpack_inputs(self, inputs, noise=None):
-        """`(images, noise)` of a call's inputs, after `checks.check_call_inputs`."""
-        checks.check_call_inputs(self, inputs)
+        """`(images, noise)` of a call's inputs."""
         if isinstance(inputs, dict):
             return inputs["images"], inputs.get("noise", noise)
         return inputs, noise
@@ -219,7 +224,7 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
         if self.augmentation is not None:
             # Keras' random image layers default to training=True: pass a bool.
             images = self.augmentation(images, training=bool(training))  # (B, H, W, C)
-            checks.check_images(self, images)
+            checks.check_images(self, images.shape, augmented=True)
         # Patchify, embed, add the sin-cos positions.
         tokens = self.encoder.patch_encoder(images)  # (B, L, D)
         # Random masking: keep len_keep = K tokens per image.
@@ -295,13 +300,15 @@ class MaskedAutoencoder(PresetMixin, keras.Model):
     # is refused with a clear error before any work, these two thin overrides
     # run `checks.check_fit_data` and are otherwise Keras' own.
     def fit(self, x=None, y=None, *args, **kwargs):
-        """Keras' `fit`, after refusing empty or un-normalised integer images."""
-        checks.check_fit_data(self, "fit", x, kwargs.get("validation_data"))
+        """Keras' `fit`, after refusing empty, un-normalised or non-finite images."""
+        x, validation_data = checks.check_fit_data(self, "fit", x, kwargs.get("validation_data"))
+        if validation_data is not None:
+            kwargs["validation_data"] = validation_data
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        """Keras' `evaluate`, after refusing empty or un-normalised integer images."""
-        checks.check_fit_data(self, "evaluate", x)
+        """Keras' `evaluate`, after refusing empty, un-normalised or non-finite images."""
+        x, _ = checks.check_fit_data(self, "evaluate", x)
         return super().evaluate(x, y, *args, **kwargs)
 
     # === Config ===

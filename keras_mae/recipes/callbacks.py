@@ -334,7 +334,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stop training with a clear error the first time the loss is NaN or infinite.
+    """Stop training with a clear error the first time the loss is NaN or infinite,
+    naming the cause: the batch's images, or the training itself.
 
     The epoch's checkpoint is not written, so a resumed run restarts from the
     last finite epoch (after, say, lowering the learning rate). Each batch's
@@ -342,7 +343,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     by waiting for the device mid-epoch: on a GPU the error comes a step or
     two after the batch it names, and at the latest at the epoch's end,
     before any checkpoint callback listed after this one.
+
+    Args:
+        batch_images: optional callable `(epoch, batch) -> images` giving a
+            training batch's images again (the recipes' data is a function of
+            `(seed, epoch)`); called once, after the loss became non-finite,
+            to say whether that batch's images held non-finite values. Without
+            it the message asks to check them.
     """
+
+    def __init__(self, batch_images=None):
+        super().__init__()
+        self.batch_images = batch_images
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -363,13 +375,46 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             loss = float(copy.value())
             if not math.isfinite(loss):
                 self.pending = []
-                raise NonFiniteLossError(
-                    f"the training loss became {loss} at epoch {self.epoch + 1}, "
-                    f"batch {batch + 1}; stopping. Lower the learning rate (or lengthen "
-                    "warmup), check that the inputs are finite and normalised, or use "
-                    "float32 instead of float16. The last checkpoint holds the last "
-                    "finite epoch."
-                )
+                raise NonFiniteLossError(self.message(loss, batch))
+
+    def non_finite_inputs(self, batch):
+        """`(non-finite values, values)` in the images of `batch`, or None if unknown."""
+        if self.batch_images is None:
+            return None
+        images = self.batch_images(self.epoch, batch)
+        if images is None:
+            return None
+        values = np.asarray(keras.ops.convert_to_numpy(images))
+        if not np.issubdtype(values.dtype, np.floating):
+            return 0, values.size
+        return int(np.sum(~np.isfinite(values))), values.size
+
+    def message(self, loss, batch):
+        where = f"the training loss became {loss} at epoch {self.epoch + 1}, batch {batch + 1}"
+        resume = "The last checkpoint holds the last finite epoch."
+        diverged = (
+            "Lower the learning rate (or lengthen warmup), or use float32 instead of "
+            "float16; then run again."
+        )
+        counts = self.non_finite_inputs(batch)
+        if counts is None:
+            return (
+                f"{where}; stopping. Check that batch's images for NaN or inf "
+                "(np.isfinite(images).all()): damaged data makes the loss non-finite "
+                f"at once. If they are finite, the training diverged: {diverged} {resume}"
+            )
+        bad, size = counts
+        if bad:
+            return (
+                f"{where}; stopping. That batch's images hold {bad} non-finite "
+                f"value(s) (NaN or inf) out of {size}: the data is the cause, not the "
+                "learning rate. Find and drop or repair the damaged images (e.g. keep "
+                "images[np.isfinite(images).all(axis=(1, 2, 3))]), then run again. " + resume
+            )
+        return (
+            f"{where}; stopping. That batch's images are finite: the training "
+            f"diverged. {diverged} {resume}"
+        )
 
 
 class ReconstructionImages(keras.callbacks.Callback):
@@ -461,6 +506,7 @@ def pretraining_callbacks(
     image_every=10,
     tensorboard=True,
     settings=None,
+    batch_images=None,
 ):
     """The callbacks of a resumable pre-training run writing into `output_dir`.
 
@@ -468,12 +514,13 @@ def pretraining_callbacks(
     `output_dir/reconstruction_epoch_XXXX.png` (every `image_every` epochs and
     at the end, when `held_out_images` are given), `output_dir/logs/`
     (TensorBoard) and a stop with a clear message on a non-finite loss;
-    `settings` are recorded in every checkpoint.
+    `settings` are recorded in every checkpoint; `batch_images(epoch, batch)`,
+    if given, lets the non-finite-loss stop look at the batch's images.
     """
     checkpoint = os.path.join(output_dir, "checkpoint")
     callbacks = [
         ResumeHostRandomState(checkpoint),
-        StopOnNonFiniteLoss(),
+        StopOnNonFiniteLoss(batch_images),
         EpochCheckpoint(checkpoint, settings),
     ]
     if held_out_images is not None:

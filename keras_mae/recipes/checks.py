@@ -35,6 +35,8 @@ import numpy as np
 from keras_mae.data.arrays import is_arrays
 from keras_mae.kernels.precision import check_compute_dtype
 from keras_mae.models.checks import check_pixel_dtype
+from keras_mae.models.checks import check_pixel_values
+from keras_mae.models.checks import first_batch
 from keras_mae.models.checks import has_normalization
 from keras_mae.models.mae_encoder import MAEEncoder
 from keras_mae.models.masked_autoencoder import MaskedAutoencoder
@@ -119,8 +121,8 @@ def check_pretraining_inputs(mae, train_data):
 
     Raises:
         TypeError: `mae` is not a `keras_mae.MaskedAutoencoder`.
-        ValueError: no images ("0 images"), or integer in-memory images and a
-            model without a normalising augmentation.
+        ValueError: no images ("0 images"), or integer, 0-255 or non-finite
+            in-memory images and a model without a normalising augmentation.
     """
     if not isinstance(mae, MaskedAutoencoder):
         raise TypeError(
@@ -132,6 +134,7 @@ def check_pretraining_inputs(mae, train_data):
     images = train_data[0] if is_arrays(train_data) else train_data
     if hasattr(images, "shape") and hasattr(images, "dtype"):
         check_pixel_dtype(mae, images.dtype)
+        check_pixel_values(mae, first_batch(images)[0], "train_data")
 
 
 def training_images(train_data):

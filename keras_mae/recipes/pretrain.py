@@ -44,6 +44,7 @@ import numpy as np
 from keras_mae.data.arrays import EpochBatches
 from keras_mae.data.arrays import fingerprint
 from keras_mae.data.statistics import default_mean_std
+from keras_mae.models.checks import element_images
 from keras_mae.recipes.callbacks import pretraining_callbacks
 from keras_mae.recipes.callbacks import read_checkpoint_state
 from keras_mae.recipes.callbacks import remove_temporary_files
@@ -151,7 +152,8 @@ def pretrain(
     checkpoint, changes = checkpoint_changes(recorded, settings)
     peak = compile_for_pretraining(mae, settings, steps)
     initial_epoch = restore_run(mae, checkpoint, changes, steps, settings)
-    callbacks = run_callbacks(settings, held_out_images, recorded, callbacks)
+    batch_images = training_batch_images(mae, data, settings, run)
+    callbacks = run_callbacks(settings, held_out_images, recorded, callbacks, batch_images)
     summary = {
         "initial_epoch": initial_epoch,
         "epochs": initial_epoch,
@@ -297,8 +299,9 @@ def restore_run(mae, checkpoint, changes, steps, settings):
     return initial_epoch
 
 
-def run_callbacks(settings, held_out_images, recorded, callbacks=None):
-    """The pre-training callbacks when the run writes files, then `callbacks`."""
+def run_callbacks(settings, held_out_images, recorded, callbacks=None, batch_images=None):
+    """The pre-training callbacks when the run writes files, then `callbacks`;
+    `batch_images` as `training_batch_images` gives it."""
     callbacks = list(callbacks or [])
     if settings.output_dir is None:
         return callbacks
@@ -310,6 +313,7 @@ def run_callbacks(settings, held_out_images, recorded, callbacks=None):
             std=settings.std,
             image_every=settings.image_every,
             settings=recorded,
+            batch_images=batch_images,
         )
         + callbacks
     )
@@ -345,6 +349,23 @@ def fit_inputs(mae, data, settings, initial_epoch, run=None):
         )
     # The stream is ordered by (seed, epoch): Keras' own shuffle stays off.
     return x, {"batch_size": None, "steps_per_epoch": steps, "shuffle": False}
+
+
+def training_batch_images(mae, data, settings, run=None):
+    """`(epoch, batch) -> images`: training batch `batch` of epoch `epoch` drawn again,
+    as `fit_inputs` feeds it (a function of `(seed, epoch)` on every path), for
+    the non-finite-loss stop to look at once."""
+
+    def images_at(epoch, batch):
+        if isinstance(data, np.ndarray):
+            batches = EpochBatches(data, settings.batch_size, epoch + 1, epoch, seed=settings.seed)
+            return element_images(batches[batch]) if batch < len(batches) else None
+        x, _ = fit_inputs(mae, data, settings, epoch, run)
+        for element in x.skip(batch).take(1):
+            return element_images(element)
+        return None
+
+    return images_at
 
 
 def fit_epochs(mae, data, settings, initial_epoch, run=None, **arguments):
