@@ -2,13 +2,14 @@ import keras
 from keras import ops
 
 from keras_mae import kernels
+from keras_mae.layers.checks import ChecksInputsFirst
 from keras_mae.layers.patching import check_image_shape
 from keras_mae.layers.patching import patchify
 from keras_mae.layers.patching import sincos_position_table
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
-class PatchEncoder(keras.layers.Layer):
+class PatchEncoder(ChecksInputsFirst, keras.layers.Layer):
     """Embed image patches and add the fixed 2-D sin-cos position table.
 
     A strided projection (kernel = stride = `patch_size`), written as a linear
@@ -66,13 +67,21 @@ class PatchEncoder(keras.layers.Layer):
         )
         self.position_embedding.assign(sincos_position_table(self.hidden_dim, self.grid_size))
 
-    def call(self, images):
+    def check_inputs(self, images, *args, **kwargs):
+        """Before Keras wraps the call (`ChecksInputsFirst`), once built: images of
+        the size it was built for (its position table has one row per patch)."""
+        if not self.built or not hasattr(images, "shape"):
+            return
         expected = (*(g * self.patch_size for g in self.grid_size),)
         if tuple(images.shape[1:3]) != expected:
             raise ValueError(
-                f"this layer was built for images of size {expected}; "
-                f"received images of size {tuple(images.shape[1:3])}."
+                f"this PatchEncoder was built for images of size {expected} (its "
+                f"position table has {self.num_patches} rows); received images of size "
+                f"{tuple(images.shape[1:3])}. Resize the images to {expected}, or build "
+                "another PatchEncoder for this size."
             )
+
+    def call(self, images):
         images = ops.cast(images, self.compute_dtype)
         patches = patchify(images, self.patch_size)  # (B, L, p * p * C)
         tokens = kernels.call_sublayer(self.projection, patches)  # (B, L, D)

@@ -213,6 +213,12 @@ def test_pretrain_names_a_damaged_image_met_mid_epoch(tmp_path):
     assert not os.path.exists(tmp_path / "checkpoint" / "variables.npz")
 
 
+def built_patch_encoder(images):
+    layer = keras_mae.PatchEncoder(patch_size=TINY["patch_size"], hidden_dim=16)
+    layer(images)
+    return layer
+
+
 def call_errors():
     mae = tiny_mae()
     images = tiny_images()
@@ -252,6 +258,10 @@ def call_errors():
                 num_heads=2,
             )(wrong_size),
             ["(8, 8, 2)", "Resize or convert"],
+        ),
+        "patch encoder image size": (
+            lambda: built_patch_encoder(images)(wrong_size),
+            ["(8, 12)", "received images of size (8, 8)", "Resize the images"],
         ),
         "reconstruct": (lambda: mae.reconstruct(wrong_size), ["(8, 8, 2)", "Resize"]),
         "predict": (lambda: mae.predict(wrong_size, verbose=0), ["(8, 8, 2)", "Resize"]),
