@@ -30,7 +30,10 @@ Without `--preset` the data's image shape chooses the architecture (32x32 RGB:
 `mae_vit_tiny_patch4`; see `--help`); the first line names the preset, image
 shape, patch grid and mask ratio. Every flag left out takes the official
 value, or for `--dataset digits` the value its help names; `--recipe short`
-takes `keras_mae.recipes.defaults.SHORT_BUDGET` instead.
+takes `keras_mae.recipes.defaults.SHORT_BUDGET` instead. On a folder or tfds
+data set, a batch size left out is capped to the training images (16 images:
+batch 16) and a run of 40 epochs or fewer warms up over a tenth of its epochs,
+each said in one line at start.
 """
 
 import argparse
@@ -127,7 +130,7 @@ def start_run(argv):
     """Parse the flags, print their notes, start the distribution, set precision and seed."""
     arguments.quiet_output()
     args = parse_args(argv)
-    for note in arguments.schedule_notes(args, RECIPES):
+    for note in args.fitted + arguments.schedule_notes(args, RECIPES):
         print(note, flush=True)
     if args.unused_recipe_keys:
         print(
@@ -280,6 +283,9 @@ def main(argv=None):
         data, mae = digits_and_model(args, overrides)
     else:
         data, mae = stream_and_model(args, overrides)
+    fitted = arguments.fit_batch_to_data(args, len(data.train))
+    if fitted:
+        print(fitted, flush=True)
     random_encoder = keras_mae.MAEEncoder.from_config(mae.encoder.get_config())
     summary = pretrain_model(args, mae, data, run)
     save_reconstructions(args, mae, data.held_out)

@@ -35,7 +35,10 @@ Without `--preset` the images' shape chooses the architecture (32x32 RGB:
 shape, patch grid and mask ratio. The probe's base learning rate is chosen on
 a held-out tenth of the training split unless given. Every flag left out takes
 the official value, or for `--dataset digits` the value its help names;
-`--recipe short` takes `keras_mae.recipes.defaults.SHORT_BUDGET` instead.
+`--recipe short` takes `keras_mae.recipes.defaults.SHORT_BUDGET` instead. On a
+folder, a pre-training batch size left out is capped to the training images and
+a pre-training run of 40 epochs or fewer warms up over a tenth of its epochs,
+each said in one line at start.
 """
 
 import argparse
@@ -108,7 +111,7 @@ def start_run(argv):
     """Parse the flags, print their notes, make the output folder, set precision and seed."""
     arguments.quiet_output()
     args = parse_args(argv)
-    for note in arguments.schedule_notes(args, RECIPES):
+    for note in args.fitted + arguments.schedule_notes(args, RECIPES):
         print(note, flush=True)
     os.makedirs(args.output_dir, exist_ok=True)
     if args.precision != "float32":
@@ -278,6 +281,9 @@ def main(argv=None):
     args = start_run(argv)
     start = time.time()
     train, test = load_images(args, start)
+    fitted = arguments.fit_batch_to_data(args, len(train[0]))
+    if fitted:
+        print(fitted, flush=True)
     mean, std = pixel_mean_std(train[0])  # on the [0, 1] scale
     mae = build_model(args, train[0], mean=mean, std=std)
     held_out = test[0][spread_over_classes(test[1], 8)]

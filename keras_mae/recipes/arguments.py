@@ -7,7 +7,10 @@ recipe argument carries its name (`--base-learning-rate` is
 recipe in the same script take its prefix (`--probe-epochs`,
 `--finetune-base-learning-rate`). Hyper-parameter flags default to None and
 `fill_defaults` (after parsing) gives each the recipe's default for the chosen
-`--dataset` (`keras_mae.recipes.defaults`); the help line names it.
+`--dataset` (`keras_mae.recipes.defaults`); the help line names it. Two
+pre-training defaults left out fit the run, each said in one line at start:
+the warm-up of a run shorter than it (`fit_warmup_to_run`, at parsing) and the
+batch of data smaller than it (`fit_batch_to_data`, once the data is loaded).
 
 Every learning-rate flag is a base rate: `lr = blr x batch / 256`.
 `--preset` left out lets the data choose the architecture
@@ -94,10 +97,11 @@ def add_recipe_argument(parser):
 def apply_recipe(args):
     """Fill the flags left at None from `SHORT_BUDGET` when `args.recipe == "short"`.
 
-    Keys naming a flag fill it; the architecture keys (a preset's constructor
-    arguments, e.g. `num_layers`) go to `args.model_overrides`, used only when
-    the preset comes from the recipe too. Returns the keys this example cannot
-    apply (e.g. a crop setting of a pipeline it does not build).
+    Keys naming a flag fill it (listed in `args.from_recipe`); the architecture
+    keys (a preset's constructor arguments, e.g. `num_layers`) go to
+    `args.model_overrides`, used only when the preset comes from the recipe
+    too. Returns the keys this example cannot apply (e.g. a crop setting of a
+    pipeline it does not build).
     """
     args.model_overrides = {}
     if getattr(args, "recipe", "official") != "short":
@@ -111,10 +115,12 @@ def apply_recipe(args):
         args.preset = preset
     architecture = preset_config(args.preset) if args.preset else {}
     unused = []
+    args.from_recipe = []
     for key, value in budget.items():
         if hasattr(args, key):
             if getattr(args, key) is None:
                 setattr(args, key, value)
+                args.from_recipe.append(key)
         elif key in architecture or key in ("hidden_dim", "num_layers", "num_heads"):
             if from_recipe:
                 args.model_overrides[key] = value
@@ -269,7 +275,8 @@ def add_pretrain_schedule_arguments(parser):
         type=int,
         default=None,
         help="images per step (the global batch under a distribution); "
-        + default_help("pretrain", "batch_size"),
+        + default_help("pretrain", "batch_size")
+        + "; left out, at most the number of training images",
     )
     parser.add_argument(
         "--base-learning-rate",
@@ -282,7 +289,10 @@ def add_pretrain_schedule_arguments(parser):
         "--warmup-epochs",
         type=float,
         default=None,
-        help="epochs of linear warmup; " + default_help("pretrain", "warmup_epochs"),
+        help="epochs of linear warmup; "
+        + default_help("pretrain", "warmup_epochs")
+        + "; left out, a run of folder: or tfds: data no longer than it warms up over "
+        "a tenth of its epochs",
     )
     parser.add_argument(
         "--weight-decay",
@@ -439,7 +449,78 @@ def add_finetune_arguments(parser, prefix=""):
 
 
 def resolve(args, recipes):
-    """`fill_defaults` for each `(recipe, prefix)` of `recipes`; returns `args`."""
+    """`fill_defaults` for each `(recipe, prefix)` of `recipes`; returns `args`.
+
+    Records the flags it fills (`args.left_out`: the user did not give them),
+    and fits the pre-training warm-up left out to a short run
+    (`fit_warmup_to_run`); `args.fitted` holds a line for each default so
+    fitted, to print at start.
+    """
+    args.left_out = []
     for recipe, prefix in recipes:
-        fill_defaults(args, recipe, prefix=f"{prefix}_" if prefix else "")
+        key = f"{prefix}_" if prefix else ""
+        args.left_out += [
+            key + name
+            for name in defaults.recipe_defaults(recipe, args.dataset)
+            if getattr(args, key + name, 0) is None
+        ]
+        fill_defaults(args, recipe, prefix=key)
+    args.fitted = []
+    if ("pretrain", "") in recipes:
+        args.fitted += [line for line in [fit_warmup_to_run(args)] if line]
     return args
+
+
+def fit_warmup_to_run(args):
+    """A tenth of a short run as warm-up, when `--warmup-epochs` was left out; a line or None.
+
+    With `--dataset folder:PATH` or `tfds:NAME`, the official 40 warm-up epochs
+    would take the whole of a run of 40 epochs or fewer (the learning rate would
+    never decay); such a run warms up over a tenth of its epochs instead. The
+    digits' own default (5 of 100 epochs) and a warm-up given (by the user or
+    `--recipe short`) are kept.
+    """
+    epochs, warmup = args.epochs, args.warmup_epochs
+    if args.dataset == "digits" or "warmup_epochs" not in getattr(args, "left_out", ()):
+        return None
+    if not epochs or warmup < epochs:
+        return None
+    args.warmup_epochs = epochs / 10
+    return (
+        f"warm-up: {args.warmup_epochs:g} epochs, a tenth of the {epochs} epochs (the "
+        f"official {warmup:g} would make the whole run warm-up); give --warmup-epochs "
+        "to choose another"
+    )
+
+
+def fit_batch_to_data(args, images):
+    """Fit the pre-training batch to `images` training images; a line saying so, or None.
+
+    A `--batch-size` left out that is larger than the data (the official 256
+    on a small folder) becomes the number of images: the largest batch that
+    gives an epoch one full batch. One that was given (or that `--recipe
+    short` gave) is refused with a `ValueError` that says what to pass.
+
+    Args:
+        args: the parsed flags (`resolve`d).
+        images: int, the number of training images.
+    """
+    batch = args.batch_size
+    if images < 1 or batch <= images:
+        return None
+    if "batch_size" in getattr(args, "left_out", ()):
+        args.batch_size = images
+        return (
+            f"batch size: {images} (the official {batch} capped to the {images} training "
+            "images, one full batch per epoch); give --batch-size to choose another"
+        )
+    source = (
+        "--recipe short's batch size"
+        if "batch_size" in getattr(args, "from_recipe", ())
+        else "--batch-size"
+    )
+    raise ValueError(
+        f"{source} {batch} is larger than the {images} training images of {args.dataset}: "
+        f"an epoch would hold no full batch. Pass --batch-size {images} or fewer, or add "
+        "images."
+    )

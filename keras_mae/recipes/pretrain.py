@@ -27,10 +27,11 @@ completed epoch and ends bit-identical to a run that was never interrupted
 Guarded re-runs: the checkpoint records what decides the result (`settings`:
 the model's configuration, batch size, epochs, the schedule, accumulation
 steps, the data's description, seed, mask ratio, `norm_pix_loss`,
-normalisation). A call whose settings differ is refused before any work with a
-`ValueError` that lists each difference; `allow_new_settings=True`
-(`--continue-with-new-settings`) continues the checkpoint under the new
-settings instead, printing what changes.
+normalisation, the Keras backend). A call whose settings differ is refused
+before any work with a `ValueError` that lists each difference;
+`allow_new_settings=True` (`--continue-with-new-settings`) continues the
+checkpoint under the new settings instead, printing what changes. A checkpoint
+of an earlier release, which records no backend, resumes under any backend.
 """
 
 import dataclasses
@@ -184,6 +185,8 @@ def with_data_defaults(mae, data, settings):
 
     The tf.data pipeline normalises a source, by default with `default_mean_std`;
     in-memory images keep `mean` and `std` as given (only the pictures use them).
+    A source of fewer images than one batch is refused with the batch that fits
+    (in-memory images are checked by `check_pretraining_run`).
     """
     if isinstance(data, np.ndarray):
         return settings, len(
@@ -192,10 +195,18 @@ def with_data_defaults(mae, data, settings):
     if settings.mean is None or settings.std is None:
         mean, std = default_mean_std(mae.image_shape[-1])  # the pipeline's default
         settings = dataclasses.replace(settings, mean=mean, std=std)
-    steps = len(data) // settings.batch_size
+    count = len(data)
+    steps = count // settings.batch_size
     if steps < 1:
+        way_out = (
+            f"Pass batch_size={count} or fewer (--batch-size {count} in the examples), or "
+            "add images."
+            if count
+            else "Add images."
+        )
         raise ValueError(
-            f"batch_size={settings.batch_size} is larger than the {len(data)} training images."
+            f"batch_size={settings.batch_size} is larger than the {count} training "
+            f"images: an epoch would hold no full batch. {way_out}"
         )
     return settings, steps
 
@@ -437,6 +448,9 @@ def run_settings(mae, data, **settings):
     return _plain(
         {
             **settings,
+            # Each backend draws masks and drop paths its own way (see
+            # settings_differences). Its name is recorded, never branched on.
+            "backend": keras.config.backend(),
             "mask_ratio": model.pop("mask_ratio", None),
             "norm_pix_loss": model.pop("norm_pix_loss", None),
             "data": data_settings(data),
@@ -456,13 +470,26 @@ def _flatten(settings, prefix=""):
 
 
 def settings_differences(saved, new):
-    """`["batch_size: checkpoint 16, now 32", ...]`, one line per setting that differs."""
+    """`["batch_size: checkpoint 16, now 32", ...]`, one line per setting that differs.
+
+    The Keras backend's line says what a change of backend does. A checkpoint
+    of an earlier release records no backend: it goes on under any backend.
+    """
     saved, new = _flatten(saved), _flatten(_plain(new))
+    if "backend" not in saved:
+        new.pop("backend", None)
     missing = object()
     lines = []
     for key in sorted(set(saved) | set(new)):
         before, after = saved.get(key, missing), new.get(key, missing)
-        if before != after:
+        if key == "backend" and before != after:
+            lines.append(
+                f"backend: checkpoint written under {before}, this run under {after} (each "
+                "backend draws the masks and drop paths its own way: going on would equal "
+                f"neither backend's uninterrupted run; KERAS_BACKEND={before} resumes it as "
+                "it was)"
+            )
+        elif before != after:
             before = "(not recorded)" if before is missing else json.dumps(before)
             after = "(not set)" if after is missing else json.dumps(after)
             lines.append(f"{key}: checkpoint {before}, now {after}")

@@ -234,3 +234,73 @@ def test_pretrain_example_on_a_folder_is_quiet_and_draws_both_classes(tmp_path):
                 if (shown[1:-1, 1:-1] == FILL).all() and (shown[0] == LINE).all():
                     removed += 1
         assert removed == 8  # half of the 16 patches
+
+
+@pytest.mark.backend_free
+def test_defaults_left_out_fit_a_small_folder_and_a_short_run(tmp_path, capsys):
+    """16 training images, 5 epochs: the official batch 256 becomes 16 and the official
+    40 warm-up epochs a tenth of the run, each said in one line; a batch given too
+    large is refused with the batch that fits."""
+    import time
+
+    make_folder(tmp_path / "data", size=8, per_class=8)
+    dataset = f"folder:{tmp_path / 'data'}"
+    evaluate = load_example("pretrain_and_evaluate")
+    args = evaluate.start_run(
+        ["--dataset", dataset, "--epochs", "5", "--output-dir", str(tmp_path / "out")]
+    )
+    (train, _), _ = evaluate.load_images(args, time.time())
+    printed = capsys.readouterr().out
+    warmup = (
+        "warm-up: 0.5 epochs, a tenth of the 5 epochs (the official 40 would make the whole "
+        "run warm-up); give --warmup-epochs to choose another"
+    )
+    assert args.warmup_epochs == 0.5 and warmup in printed
+    assert "not shorter than" not in printed  # no note: the run is no longer all warm-up
+    assert (args.batch_size, len(train)) == (256, 16)
+    assert arguments.fit_batch_to_data(args, len(train)) == (
+        "batch size: 16 (the official 256 capped to the 16 training images, one full batch "
+        "per epoch); give --batch-size to choose another"
+    )
+    assert args.batch_size == 16
+    # Given flags are kept; a batch given too large says what to pass.
+    args = evaluate.parse_args(
+        ["--dataset", dataset, "--epochs", "5", "--warmup-epochs", "2", "--batch-size", "32"]
+    )
+    assert (args.warmup_epochs, args.fitted) == (2, [])
+    with pytest.raises(ValueError) as raised:
+        arguments.fit_batch_to_data(args, 16)
+    assert str(raised.value) == (
+        f"--batch-size 32 is larger than the 16 training images of {dataset}: an epoch "
+        "would hold no full batch. Pass --batch-size 16 or fewer, or add images."
+    )
+    assert arguments.fit_batch_to_data(args, 32) is None and args.batch_size == 32
+    args = evaluate.parse_args(["--dataset", dataset, "--recipe", "short"])
+    with pytest.raises(ValueError, match="--recipe short's batch size 64 is larger than the 16"):
+        arguments.fit_batch_to_data(args, 16)
+    # The streaming example alike; a run longer than the official warm-up keeps it.
+    pretrain = load_example("pretrain")
+    for epochs, expected in [(40, 4.0), (41, 40)]:
+        args = pretrain.parse_args(["--dataset", "tfds:x", "--epochs", str(epochs)])
+        assert args.warmup_epochs == expected, epochs
+    # The digits keep their own defaults and notes.
+    args = pretrain.parse_args(["--epochs", "3"])
+    assert (args.warmup_epochs, args.fitted, args.batch_size) == (5, [], 128)
+    assert "--warmup-epochs 5 is not shorter than --epochs 3" in "".join(
+        arguments.schedule_notes(args, pretrain.RECIPES)
+    )
+    assert arguments.fit_batch_to_data(args, 1438) is None and args.batch_size == 128
+
+
+def test_pretrain_refuses_a_source_smaller_than_a_batch_with_the_batch_that_fits():
+    from keras_mae.data.tf_pipeline import ArraySource
+    from keras_mae.recipes.pretrain import pretrain
+    from tests.helpers.tiny import smallest_mae
+
+    source = ArraySource(np.zeros((12, 8, 8, 1), "uint8"))
+    with pytest.raises(ValueError) as raised:
+        pretrain(smallest_mae(), source, epochs=1, batch_size=16)
+    assert str(raised.value) == (
+        "batch_size=16 is larger than the 12 training images: an epoch would hold no full "
+        "batch. Pass batch_size=12 or fewer (--batch-size 12 in the examples), or add images."
+    )

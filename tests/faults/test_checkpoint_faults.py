@@ -198,3 +198,57 @@ def test_continue_with_new_settings_says_what_changes(tmp_path, capsys, first_ru
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
     assert state["settings"]["batch_size"] == 16 and state["epoch"] == 4
     run(tmp_path, epochs=4, batch_size=16)
+
+
+def record_backend(directory, backend):
+    """Make the checkpoint of `directory` say that `backend` wrote it (None: an earlier
+    release's, which records no backend)."""
+    path = directory / "checkpoint" / "variables.npz"
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    state = json.loads(str(arrays[checkpoints.STATE_KEY]))
+    state["settings"].pop("backend")
+    if backend is not None:
+        state["settings"]["backend"] = backend
+    arrays[checkpoints.STATE_KEY] = np.asarray(json.dumps(state))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_a_checkpoint_of_another_backend_is_refused_unless_allowed(tmp_path, capsys, first_run):
+    copy_run(first_run, tmp_path)
+    now = keras.backend.backend()
+    other = "tensorflow" if now != "tensorflow" else "jax"
+    state = checkpoints.read_checkpoint_state(str(tmp_path / "checkpoint"))
+    assert state["settings"]["backend"] == now
+    record_backend(tmp_path, other)
+    checkpoint = (tmp_path / "checkpoint" / "variables.npz").read_bytes()
+    with pytest.raises(ValueError) as raised:
+        run(tmp_path)  # the settings it records, under another backend
+    message = str(raised.value)
+    line = (
+        f"backend: checkpoint written under {other}, this run under {now} (each backend "
+        "draws the masks and drop paths its own way: going on would equal neither "
+        f"backend's uninterrupted run; KERAS_BACKEND={other} resumes it as it was)"
+    )
+    assert f"(epoch 2) was written with other settings than this run's:\n  {line}\n" in message
+    assert "--continue-with-new-settings (pretrain(..., allow_new_settings=True))" in message
+    assert (tmp_path / "checkpoint" / "variables.npz").read_bytes() == checkpoint
+    summary = run(tmp_path, epochs=3, allow_new_settings=True)
+    printed = capsys.readouterr().out
+    assert "continuing the checkpoint" in printed and line in printed
+    assert (summary["initial_epoch"], summary["epochs"]) == (2, 3)
+    state = checkpoints.read_checkpoint_state(str(tmp_path / "checkpoint"))
+    assert (state["epoch"], state["settings"]["backend"]) == (3, now)
+
+
+def test_a_checkpoint_that_records_no_backend_resumes_as_before(tmp_path, capsys, first_run):
+    """Checkpoints of earlier releases record no backend: they go on under any."""
+    copy_run(first_run, tmp_path)
+    record_backend(tmp_path, None)
+    summary = run(tmp_path)
+    assert (summary["initial_epoch"], summary["epochs"]) == (2, 2)
+    assert "continuing" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match="seed: checkpoint 0, now 3") as raised:
+        run(tmp_path, seed=3)  # other changes are still refused
+    assert "backend" not in str(raised.value)
