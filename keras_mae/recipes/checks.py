@@ -195,7 +195,7 @@ def check_pretraining_run(mae, train_data, settings, run=None):
         raise TypeError(
             "train_data must be in-memory images (N, H, W, C), (images, labels), or a "
             "source from keras_mae.data.load_source. Received: "
-            f"{type(train_data).__name__}"
+            f"{type(train_data).__name__}. {OTHER_DATA_WAY_OUT}"
         )
     if images is not None:
         if len(images) < settings.batch_size:
@@ -220,8 +220,29 @@ def check_pretraining_run(mae, train_data, settings, run=None):
     return None
 
 
+# What to do with data the recipes do not take (a tf.data.Dataset, a PyDataset, ...).
+OTHER_DATA_WAY_OUT = (
+    "For a folder that keras.utils.image_dataset_from_directory reads (DIR/<class>/"
+    "*.jpg), put it under PATH/train/ (a held-out one under PATH/test/) and pass "
+    "keras_mae.data.load_source('folder:PATH', 'train'); for other datasets, collect (images, labels) into numpy "
+    "arrays, or train with the model's own compile and fit, which take any Keras data."
+)
+
+
+def check_recipe_data(data, name):
+    """Refuse data a probe or fine-tuning recipe cannot read, naming what it takes."""
+    if not is_arrays(data) and not hasattr(data, "num_classes"):
+        raise TypeError(
+            f"{name} must be (images, labels) numpy arrays or a source from "
+            f"keras_mae.data.load_source. Received: {type(data).__name__}. " + OTHER_DATA_WAY_OUT
+        )
+
+
 def check_same_kind(train, test):
-    """Refuse train and test data of two kinds (arrays and a source)."""
+    """Refuse data the recipes cannot read, or train and test data of two kinds
+    (arrays and a source)."""
+    check_recipe_data(train, "train")
+    check_recipe_data(test, "test")
     if is_arrays(train) != is_arrays(test):
         raise ValueError(
             "train and test must be of one kind: both (images, labels) arrays or both "

@@ -287,3 +287,26 @@ def test_pretrain_refuses_0_255_floats_before_any_work(tmp_path):
     assert "Rescaling(1 / 255)" in str(error.value).splitlines()[0]
     assert not os.path.exists(tmp_path / "run")
     assert getattr(mae, "optimizer", None) is None
+
+
+def test_the_recipes_refuse_a_keras_dataset_with_the_way_to_give_it():
+    import tensorflow as tf
+
+    from keras_mae.recipes.finetune import finetune
+    from keras_mae.recipes.linear_probe import linear_probe
+
+    images = np.zeros((BATCH, *SMALLEST["image_shape"]), "float32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(BATCH, "int64"))).batch(2)
+    mae = keras_mae.MaskedAutoencoder(**SMALLEST)
+    calls = {
+        "train_data must be in-memory": lambda: pretrain(mae, dataset, epochs=1, batch_size=2),
+        "train must be (images, labels)": lambda: linear_probe(mae.encoder, dataset, dataset),
+        "train must be (images, labels) ": lambda: finetune(mae.encoder, dataset, dataset),
+    }
+    for start, call in calls.items():
+        with pytest.raises(TypeError) as error:
+            call()
+        first = str(error.value).splitlines()[0]
+        assert first.startswith(start.strip()) and "Received: " in first, first
+        assert "load_source('folder:PATH', 'train')" in first, first
+    assert getattr(mae, "optimizer", None) is None
