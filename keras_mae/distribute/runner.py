@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from keras_mae.kernels import compat
+from keras_mae.recipes.progress import with_progress
 
 CHOICES = ("none", "data_parallel", "model_parallel", "mirrored", "multi_worker", "tpu", "ddp")
 BACKEND_OF = {
@@ -68,7 +69,7 @@ class DistributedRun:
         x,
         batch_size,
         epochs,
-        verbose=1,
+        verbose="auto",
         validation_data=None,
         initial_epoch=0,
         callbacks=None,
@@ -79,9 +80,13 @@ class DistributedRun:
         """`model.fit`, or the DDP loop under `ddp` (same History result).
 
         Args:
-            model, x, batch_size, epochs, verbose, validation_data,
-            initial_epoch, callbacks, steps_per_epoch: as `model.fit`'s
-                (`batch_size` is the global batch).
+            model, x, batch_size, epochs, validation_data, initial_epoch,
+                callbacks, steps_per_epoch: as `model.fit`'s (`batch_size` is
+                the global batch).
+            verbose: `"auto"`, 0, 1 or 2, as the recipes take it
+                (`keras_mae.recipes.progress`: `"auto"` a progress bar on a
+                terminal, one line per epoch otherwise), shown by the main
+                process only (`is_main`); Keras' own bar stays off.
             seed: int, the DDP loop's data order (epoch e's permutation
                 depends only on `(seed, e)`); `model.fit` shuffles on its own.
             **kwargs: further `model.fit` arguments (not under `ddp`).
@@ -91,6 +96,10 @@ class DistributedRun:
         the other ranks leave the process group and exit, so only rank 0 goes
         on to evaluate and write files.
         """
+        if self.kind != "none" and not self.is_main:
+            verbose = 0  # one process shows the progress of all
+        callbacks = with_progress(callbacks, verbose)
+        verbose = 0  # the progress is among the callbacks
         if self.kind == "ddp":
             return self._fit_ddp(
                 model,

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from keras_mae.recipes.progress import with_progress
+
 
 @dataclasses.dataclass
 class DDPContext:
@@ -249,7 +251,10 @@ def fit(
             None keeps the order of `images`.
         initial_epoch: int, epochs already done (a resumed run).
         callbacks: optional Keras callbacks.
-        verbose: 0 or 1/2, Keras' progress bar on rank 0.
+        verbose: `"auto"`, 0, 1 or 2, the progress on rank 0 as
+            `keras_mae.recipes.progress` draws it: `"auto"` a bar on a
+            terminal and one line per epoch otherwise, 1 the bar, 2 one line
+            per epoch, 0 nothing. Defaults to 0.
         validation_data: optional `(x,)` or `x`; each rank evaluates an equal
             share at every epoch end (rows beyond `world_size` equal shares
             are left out) and `"val_loss"` is their mean.
@@ -323,15 +328,18 @@ def rank_callback_list(callbacks, context, **params):
     """`(CallbackList, History)` of this rank's callbacks, a `History` added if none.
 
     `params` (`model`, `verbose`, `epochs`, `steps`) go to the `CallbackList`;
-    the progress bar shows on rank 0 only.
+    the progress that `verbose` asks for (`keras_mae.recipes.progress`: a bar
+    that reads no loss on the host mid-epoch, or one line per epoch) shows on
+    rank 0 only, Keras' own bar nowhere.
     """
     callbacks = rank_callbacks(callbacks, context)
+    if context.is_main:
+        callbacks = with_progress(callbacks, params["verbose"])
     history = next((c for c in callbacks if isinstance(c, keras.callbacks.History)), None)
     if history is None:
         history = keras.callbacks.History()
         callbacks.append(history)
-    add_progbar = bool(params["verbose"]) and context.is_main
-    return keras.callbacks.CallbackList(callbacks, add_progbar=add_progbar, **params), history
+    return keras.callbacks.CallbackList(callbacks, **params), history
 
 
 def train_epoch(model, ddp_model, optimizer, batches, callback_list, context):

@@ -236,9 +236,10 @@ def add_run_arguments(parser, output_dir=None):
         )
     parser.add_argument(
         "--verbose",
-        type=int,
-        default=2,
-        help="Keras fit verbosity (default: 2, one line per epoch)",
+        type=defaults.verbosity_flag,
+        default="auto",
+        help="auto: a progress bar on a terminal, one line per epoch otherwise (logs, "
+        "pipes); 1: the bar; 2: one line per epoch; 0: nothing (default: auto)",
     )
 
 

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -344,6 +345,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     two after the batch it names, and at the latest at the epoch's end,
     before any checkpoint callback listed after this one.
 
+    It is `async_safe`: Keras may call its batch hook on worker threads, and
+    then reads the step's logs there, not in the training loop (a lock keeps
+    the pending losses; an error raised there reaches `fit` at the next step
+    or the epoch's end).
+
     Args:
         batch_images: optional callable `(epoch, batch) -> images` giving a
             training batch's images again (the recipes' data is a function of
@@ -352,22 +358,30 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             it the message asks to check them.
     """
 
+    async_safe = True
+
     def __init__(self, batch_images=None):
         super().__init__()
         self.batch_images = batch_images
+        self.lock = threading.Lock()
+        self.pending = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.pending = []
+        with self.lock:
+            self.epoch = epoch
+            self.pending = []
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None:
-            self.pending.append((batch, kernels.host_copy(loss)))
-        self.check(wait=False)
+        with self.lock:
+            if loss is not None:
+                self.pending.append((batch, kernels.host_copy(loss)))
+                self.pending.sort(key=lambda item: item[0])  # threads may finish out of order
+            self.check(wait=False)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.check(wait=True)
+        with self.lock:
+            self.check(wait=True)
 
     def check(self, wait):
         while self.pending and (wait or self.pending[0][1].ready()):
@@ -490,6 +504,26 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' `TensorBoard` callback, writing the epoch logs only (`update_freq`
+    "epoch", no profiling, no graph), with per-step hooks that do nothing.
+
+    Keras reads every step's logs in the training loop (a wait for the device)
+    when a callback with a per-step hook is not `async_safe`; this one is.
+    """
+
+    async_safe = True
+
+    def __init__(self, log_dir):
+        super().__init__(log_dir, write_graph=False, update_freq="epoch", profile_batch=0)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
 def installed(module):
     """Whether `module` can be imported (without importing it)."""
     try:
@@ -539,5 +573,5 @@ def pretraining_callbacks(
                 f"{' and '.join(missing)} (pip install tensorflow tensorboard)."
             )
         else:
-            callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
+            callbacks.append(EpochTensorBoard(os.path.join(output_dir, "logs")))
     return callbacks

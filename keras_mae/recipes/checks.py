@@ -224,8 +224,9 @@ def check_pretraining_run(mae, train_data, settings, run=None):
 OTHER_DATA_WAY_OUT = (
     "For a folder that keras.utils.image_dataset_from_directory reads (DIR/<class>/"
     "*.jpg), put it under PATH/train/ (a held-out one under PATH/test/) and pass "
-    "keras_mae.data.load_source('folder:PATH', 'train'); for other datasets, collect (images, labels) into numpy "
-    "arrays, or train with the model's own compile and fit, which take any Keras data."
+    "keras_mae.data.load_source('folder:PATH', 'train'); for other datasets, collect "
+    "(images, labels) into numpy arrays, or train with the model's own compile and "
+    "fit, which take any Keras data."
 )
 
 

@@ -34,8 +34,41 @@ preset is named, and `SHORT_BUDGET` holds the settings of the short-budget
 recipe (`--recipe short`).
 """
 
+import argparse
 import dataclasses
 import math
+
+# `verbose` of every recipe (and the examples' `--verbose`): "auto" draws
+# `keras_mae.recipes.progress.ProgressBar` on a terminal and prints one line per
+# epoch elsewhere, 1 always draws the bar, 2 prints one line per epoch, 0 nothing.
+VERBOSITIES = ("auto", 0, 1, 2)
+
+
+def verbosity(value):
+    """`value` as a recipe's `verbose`: "auto", 0, 1 or 2 (digits given as text count).
+
+    Raises:
+        ValueError: for anything else, naming the choices.
+    """
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if not isinstance(value, str) and value in VERBOSITIES[1:]:
+        return int(value)
+    raise ValueError(
+        f"verbose={value!r} is not one of 'auto', 0, 1, 2: 'auto' draws a "
+        "progress bar on a terminal and prints one line per epoch otherwise, 1 always "
+        "draws the bar, 2 prints one line per epoch, 0 prints nothing."
+    )
+
+
+def verbosity_flag(text):
+    """`--verbose`'s argparse type: `verbosity`, refusing with its message."""
+    try:
+        return verbosity(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +86,11 @@ class PretrainSettings:
     std: tuple | None = None
     image_every: int = 10
     seed: int = 0
-    verbose: int = 2
+    verbose: int | str = "auto"
     allow_new_settings: bool = False
+
+    def __post_init__(self):
+        verbosity(self.verbose)  # refused before any work
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +109,10 @@ class ProbeSettings:
     std: tuple | None = None
     crop_fraction: float = 1.0
     seed: int = 0
-    verbose: int = 0
+    verbose: int | str = 0
+
+    def __post_init__(self):
+        verbosity(self.verbose)  # refused before any work
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +136,10 @@ class FinetuneSettings:
     std: tuple | None = None
     crop_fraction: float = 1.0
     seed: int = 0
-    verbose: int = 0
+    verbose: int | str = 0
+
+    def __post_init__(self):
+        verbosity(self.verbose)  # refused before any work
 
 
 def official(settings, *names):

@@ -41,6 +41,7 @@ from keras_mae.recipes.defaults import FinetuneSettings
 from keras_mae.recipes.linear_probe import labelled_stream_inputs
 from keras_mae.recipes.linear_probe import predict_with_labels
 from keras_mae.recipes.optimizers import layer_decay_optimizer
+from keras_mae.recipes.progress import with_progress
 from keras_mae.recipes.schedules import scaled_learning_rate
 from keras_mae.recipes.schedules import warmup_cosine_for
 
@@ -321,7 +322,9 @@ def finetune(
             the default augmentation. Default: ImageNet's for RGB, 0.5 for grey.
         crop_fraction: sources only: evaluation centre-crop fraction.
         seed: int.
-        verbose: Keras fit verbosity.
+        verbose: `"auto"` (a progress bar on a terminal, one line per epoch
+            otherwise), 1 (the bar), 2 (one line per epoch) or 0 (nothing); see
+            `keras_mae.recipes.progress`. Defaults to 0.
         callbacks: optional Keras callbacks for `fit`.
 
     Returns:
@@ -364,7 +367,8 @@ def finetune(
         model = build_classifier(encoder, train.num_classes, image_shape, drop_path_rate)
     inputs, steps = finetune_fit_inputs(model, train, settings)
     compile_for_finetuning(model, steps, settings)
-    history = model.fit(**inputs, epochs=epochs, verbose=verbose, callbacks=callbacks)
+    callbacks = with_progress(callbacks, verbose)  # Keras' own bar stays off: verbose=0
+    history = model.fit(**inputs, epochs=epochs, verbose=0, callbacks=callbacks)
     accuracy = evaluate_top1(model, test, settings)
     return {"accuracy": accuracy, "model": model, "history": history.history}
 

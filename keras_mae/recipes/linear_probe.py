@@ -50,6 +50,7 @@ from keras_mae.recipes.checks import recipe_encoder
 from keras_mae.recipes.defaults import PROBE_BASE_LEARNING_RATES
 from keras_mae.recipes.defaults import ProbeSettings
 from keras_mae.recipes.optimizers import LARS
+from keras_mae.recipes.progress import with_progress
 from keras_mae.recipes.schedules import scaled_learning_rate
 from keras_mae.recipes.schedules import warmup_cosine_for
 
@@ -193,7 +194,13 @@ def probe_on_features(
     )
     compile_probe(head, optimizer)
     history = head.fit(
-        x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        verbose=0,  # the progress is among the callbacks: Keras' own bar stays off
+        callbacks=with_progress([], verbose),
     )
     _, accuracy = head.evaluate(x_test, y_test, batch_size=batch_size, verbose=0)
     return float(accuracy), head, history
@@ -329,7 +336,9 @@ def linear_probe(
             for ImageNet). Defaults to 1.0.
         seed: int; seeds the augmentation and, before each probe is trained,
             `keras.utils.set_random_seed`, so every probe starts alike.
-        verbose: Keras fit verbosity. Defaults to 0.
+        verbose: `"auto"` (a progress bar on a terminal, one line per epoch
+            otherwise), 1 (the bar), 2 (one line per epoch) or 0 (nothing), for
+            each probe's `fit`; see `keras_mae.recipes.progress`. Defaults to 0.
 
     Returns:
         A dict: `"accuracy"` (test top-1), `"train_accuracy"`, `"model"` (the
@@ -518,7 +527,8 @@ def train_probe_model(encoder, data, pooling, base_learning_rate, settings):
         warmup_epochs=settings.warmup_epochs,
     )
     compile_probe(model, optimizer)
-    history = model.fit(**inputs, epochs=settings.epochs, verbose=settings.verbose)
+    callbacks = with_progress([], settings.verbose)  # Keras' own bar stays off: verbose=0
+    history = model.fit(**inputs, epochs=settings.epochs, verbose=0, callbacks=callbacks)
     _, accuracy = model.evaluate(**probe_test_inputs(encoder, data, settings), verbose=0)
     return result(accuracy, model, history.history, pooling, base_learning_rate)
 

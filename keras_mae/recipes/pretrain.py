@@ -56,6 +56,7 @@ from keras_mae.recipes.checks import name_damaged_files
 from keras_mae.recipes.checks import training_images  # noqa: F401 (keras_mae.recipes.pretrain's)
 from keras_mae.recipes.defaults import PretrainSettings
 from keras_mae.recipes.optimizers import pretraining_optimizer
+from keras_mae.recipes.progress import with_progress
 from keras_mae.recipes.schedules import scaled_learning_rate
 from keras_mae.recipes.schedules import warmup_cosine_for
 
@@ -116,7 +117,9 @@ def pretrain(
         validation_data: optional held-out data for `fit` (e.g. `(images,)`).
         seed: int, seed of the data order (and tf.data augmentation): epoch e of
             the run is a function of `(seed, e)`. Defaults to 0.
-        verbose: Keras `fit` verbosity. Defaults to 2 (one line per epoch).
+        verbose: `"auto"` (a progress bar on a terminal, one line per epoch
+            otherwise), 1 (the bar), 2 (one line per epoch) or 0; see
+            `keras_mae.recipes.progress`. Defaults to `"auto"`.
         callbacks: optional extra Keras callbacks.
         run: optional object with `fit(model, x, batch_size, epochs, ...)`, e.g.
             what `keras_mae.distribute.runner.start` returns; defaults to plain
@@ -496,13 +499,16 @@ def settings_differences(saved, new):
     return lines
 
 
-def fit_model(model, x, batch_size, epochs, verbose=1, validation_data=None, **kwargs):
-    """`model.fit` with the argument order of a distribution runner's `fit`."""
+def fit_model(model, x, batch_size, epochs, verbose="auto", validation_data=None, **kwargs):
+    """`model.fit` with the argument order of a distribution runner's `fit`; `verbose`
+    as the recipes take it (`keras_mae.recipes.progress`)."""
+    callbacks = with_progress(kwargs.pop("callbacks", None), verbose)
     return model.fit(
         x,
         batch_size=batch_size,
         epochs=epochs,
-        verbose=verbose,
+        verbose=0,  # the progress is among the callbacks: Keras' own bar stays off
         validation_data=validation_data,
+        callbacks=callbacks,
         **kwargs,
     )

@@ -5,11 +5,14 @@ host wait for a GPU (`lift_fresh`: a Python or numpy value made a tensor, a
 blocking host-to-device copy on CUDA; `_local_scalar_dense`: a device value
 read on the host) in each step of `MaskedAutoencoder.fit`: with the
 pre-training recipe's optimizer and schedule, with Keras' AdamW, with noise
-given in the data, and with the recipe's callbacks. The counter is checked to
+given in the data, with the recipe's callbacks, and with the recipes' progress
+bar drawing every step. The counter is checked to
 see the waits of Keras' own step, so a zero is not a counter that sees nothing.
 """
 
+import io
 import os
+import re
 import sys
 
 import keras
@@ -20,6 +23,7 @@ from keras_mae import kernels
 from keras_mae.recipes.callbacks import ResumeHostRandomState
 from keras_mae.recipes.callbacks import StopOnNonFiniteLoss
 from keras_mae.recipes.optimizers import PretrainingAdamW
+from keras_mae.recipes.progress import ProgressBar
 from keras_mae.recipes.schedules import WarmupCosine
 from tests.helpers.tiny import NUM_PATCHES
 from tests.helpers.tiny import tiny_images
@@ -78,6 +82,17 @@ def test_recipe_callbacks_make_no_host_wait(tmp_path):
     per_step, counter = waits_per_step("recipe", callbacks=callbacks)
     sites = "\n".join(f"{n} x {name}: {site}" for (name, site), n in counter.sites.items())
     assert per_step == [0, 0, 0], f"host waits per step {per_step}, from:\n{sites}"
+
+
+def test_progress_bar_makes_no_host_wait():
+    # Redrawn after every step (interval 0), each time with a loss copied to the host.
+    stream = io.StringIO()
+    callbacks = [StopOnNonFiniteLoss(), ProgressBar(stream, interval=0)]
+    per_step, counter = waits_per_step("recipe", callbacks=callbacks)
+    sites = "\n".join(f"{n} x {name}: {site}" for (name, site), n in counter.sites.items())
+    assert per_step == [0, 0, 0], f"host waits per step {per_step}, from:\n{sites}"
+    drawn = re.findall(r"\r(\d)/3 \[[=>.]+\] [0-9.]+ steps/s - ETA \S+ - loss: ", stream.getvalue())
+    assert drawn == ["1", "2", "3"], stream.getvalue()
 
 
 def test_counter_sees_the_waits_of_keras_own_step():
